@@ -1,0 +1,70 @@
+# The two commands a new machine needs:  make demo   and   make test
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_LIBS := .local/kafka/libs
+
+.PHONY: help setup system venv kafka-libs demo test unit integration lint format typecheck bench train clean kafka-start kafka-stop
+
+help:
+	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
+	@echo "make test   - install everything, lint, type-check, run the whole test suite"
+	@echo "make unit | integration | lint | typecheck | bench | train | kafka-start | kafka-stop | clean"
+
+setup: system venv kafka-libs
+
+system:
+	@bash scripts/setup-system.sh
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+kafka-libs: $(KAFKA_LIBS)/.complete
+
+$(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	bash deploy/kafka/local-kafka.sh fetch
+	touch $@
+
+demo: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ecg-demo
+
+test: setup lint typecheck
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	$(BIN)/mypy worker
+
+bench: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/run_all.py
+
+train: venv
+	$(BIN)/ecg-train ecg --out artifacts/ecg
+
+kafka-start: kafka-libs
+	bash deploy/kafka/local-kafka.sh start
+
+kafka-stop:
+	bash deploy/kafka/local-kafka.sh stop
+
+clean:
+	rm -rf .local artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,317 @@
+"""The model artifact: the one contract between the trainer (writer) and the worker (reader).
+
+An artifact is a directory::
+
+    artifact.json   schema version, kind, model version (content hash), window length,
+                    normalisation, threshold and the rule that chose it, metrics, data
+                    fingerprint, training-error quantiles, library versions, creation time
+    model.keras     the Keras model, for people and tools that want Keras
+    weights.npz     (ECG only) the dense stack's kernels and biases, which the worker
+                    scores with in numpy so that it never imports TensorFlow
+
+Loading validates everything and names the missing or wrong field. Writing is atomic: a
+reader never sees a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+ARTIFACT_FILE = "artifact.json"
+MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "weights.npz"
+ECG_KIND = "ecg-autoencoder"
+ACTIVATIONS = ("relu", "sigmoid", "linear")
+# Quantiles of the training reconstruction error stored for drift monitoring (0, 1, ..., 100 %).
+QUANTILE_LEVELS = tuple(float(q) for q in range(101))
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One fully connected layer: ``activation(x @ kernel + bias)``."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    activation: str
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Global min-max normalisation fitted on the training split."""
+
+    min: float
+    max: float
+
+    def apply(self, windows: np.ndarray) -> np.ndarray:
+        """Scale raw windows to the model's input range, as float32 like the tutorial."""
+        scale = np.float32(self.max - self.min)
+        return (windows.astype(np.float32) - np.float32(self.min)) / scale
+
+
+@dataclass(frozen=True)
+class EcgArtifact:
+    """A loaded, validated ECG autoencoder artifact."""
+
+    path: Path
+    model_version: str
+    window_length: int
+    normalisation: Normalisation
+    threshold: float
+    threshold_rule: str
+    profile: str
+    training_error_quantiles: tuple[float, ...]
+    layers: tuple[DenseLayer, ...]
+    metadata: Mapping[str, Any] = field(repr=False)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``artifact.json`` of any artifact kind (ECG or image models)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: artifact directory does not exist")
+    meta_path = directory / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"{meta_path}: missing (is {directory} an artifact directory?)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{meta_path}: not readable JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path}: top level must be an object")
+    version = _field(meta, meta_path, "schema_version", int)
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{meta_path}: unknown schema_version {version!r} (this build reads {SCHEMA_VERSION})"
+        )
+    _field(meta, meta_path, "kind", str)
+    _field(meta, meta_path, "model_version", str)
+    return meta
+
+
+def load_ecg_artifact(
+    path: str | os.PathLike[str], window_length: int | None = None
+) -> EcgArtifact:
+    """Load and validate an ECG artifact; optionally require a given window length.
+
+    Raises ``ArtifactError`` naming the file and the missing or wrong field.
+    """
+    directory = Path(path)
+    meta = read_metadata(directory)
+    where = directory / ARTIFACT_FILE
+    if meta["kind"] != ECG_KIND:
+        raise ArtifactError(f"{where}: kind is {meta['kind']!r}, expected {ECG_KIND!r}")
+    length = _field(meta, where, "window_length", int)
+    if length <= 0:
+        raise ArtifactError(f"{where}: window_length must be positive, got {length}")
+    if window_length is not None and length != window_length:
+        raise ArtifactError(f"{where}: window_length is {length}, but {window_length} was expected")
+    norm = _field(meta, where, "normalisation", dict)
+    lo = _number(norm, where, "normalisation.min")
+    hi = _number(norm, where, "normalisation.max")
+    if not hi > lo:
+        raise ArtifactError(f"{where}: normalisation.max ({hi}) must exceed min ({lo})")
+    threshold = _number(meta, where, "threshold")
+    quantiles = _field(meta, where, "training_error_quantiles", list)
+    if len(quantiles) != len(QUANTILE_LEVELS) or not all(
+        isinstance(q, int | float) for q in quantiles
+    ):
+        raise ArtifactError(
+            f"{where}: training_error_quantiles must be {len(QUANTILE_LEVELS)} numbers"
+        )
+    layers = _load_dense_layers(directory, meta, where)
+    if layers[0].kernel.shape[0] != length or layers[-1].kernel.shape[1] != length:
+        raise ArtifactError(
+            f"{directory / WEIGHTS_FILE}: model maps {layers[0].kernel.shape[0]} -> "
+            f"{layers[-1].kernel.shape[1]} samples, artifact says window_length {length}"
+        )
+    return EcgArtifact(
+        path=directory,
+        model_version=meta["model_version"],
+        window_length=length,
+        normalisation=Normalisation(min=lo, max=hi),
+        threshold=threshold,
+        threshold_rule=_field(meta, where, "threshold_rule", str),
+        profile=_field(meta, where, "profile", str),
+        training_error_quantiles=tuple(float(q) for q in quantiles),
+        layers=layers,
+        metadata=meta,
+    )
+
+
+def _load_dense_layers(
+    directory: Path, meta: dict[str, Any], where: Path
+) -> tuple[DenseLayer, ...]:
+    model = _field(meta, where, "model", dict)
+    activations = model.get("activations")
+    if not isinstance(activations, list) or not activations:
+        raise ArtifactError(f"{where}: missing field 'model.activations'")
+    for act in activations:
+        if act not in ACTIVATIONS:
+            raise ArtifactError(f"{where}: unknown activation {act!r} in model.activations")
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ArtifactError(f"{weights_path}: missing")
+    try:
+        with np.load(weights_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights_path}: not a readable .npz ({exc})") from exc
+    layers = []
+    width: int | None = None
+    for i, act in enumerate(activations):
+        kernel, bias = arrays.get(f"kernel_{i}"), arrays.get(f"bias_{i}")
+        if kernel is None or bias is None:
+            raise ArtifactError(f"{weights_path}: missing kernel_{i} or bias_{i}")
+        if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
+            raise ArtifactError(
+                f"{weights_path}: layer {i} has bad shapes {kernel.shape}/{bias.shape}"
+            )
+        if width is not None and kernel.shape[0] != width:
+            raise ArtifactError(
+                f"{weights_path}: layer {i} expects {kernel.shape[0]} inputs, got {width}"
+            )
+        width = kernel.shape[1]
+        layers.append(DenseLayer(kernel.astype(np.float32), bias.astype(np.float32), act))
+    return tuple(layers)
+
+
+def _field(meta: Mapping[str, Any], where: Path, name: str, kind: type) -> Any:
+    if name not in meta:
+        raise ArtifactError(f"{where}: missing field {name!r}")
+    value = meta[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ArtifactError(
+            f"{where}: field {name!r} must be {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _number(meta: Mapping[str, Any], where: Path, dotted: str) -> float:
+    name = dotted.rsplit(".", 1)[-1]
+    if name not in meta:
+        raise ArtifactError(f"{where}: missing field {dotted!r}")
+    value = meta[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ArtifactError(f"{where}: field {dotted!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def dense_stack(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Flatten a Keras model made only of Dense layers (possibly nested) to (kernel, bias, act)."""
+    out: list[tuple[np.ndarray, np.ndarray, str]] = []
+
+    def walk(layer: Any) -> None:
+        inner = getattr(layer, "layers", None)
+        if inner is not None:
+            for sub in inner:
+                walk(sub)
+            return
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            return
+        if kind != "Dense":
+            raise ArtifactError(f"model layer {layer.name!r} is {kind}; only Dense is supported")
+        act = layer.get_config()["activation"]
+        if act not in ACTIVATIONS:
+            raise ArtifactError(f"model layer {layer.name!r} has unsupported activation {act!r}")
+        kernel, bias = layer.get_weights()
+        out.append((np.asarray(kernel, np.float32), np.asarray(bias, np.float32), act))
+
+    walk(model)
+    if not out:
+        raise ArtifactError("model has no Dense layers")
+    return out
+
+
+def write_artifact(
+    out_dir: str | os.PathLike[str],
+    model: Any,
+    metadata: Mapping[str, Any],
+    *,
+    dense_weights: bool = False,
+) -> dict[str, Any]:
+    """Write ``model`` and ``metadata`` as an artifact directory, atomically.
+
+    ``metadata`` must contain ``kind``; ``schema_version``, ``model_version`` (a content
+    hash of the weights and metadata), ``created_at`` and, with ``dense_weights``, the
+    ``model.activations`` list are filled in here. Returns the metadata as written.
+    An existing artifact at ``out_dir`` is replaced.
+    """
+    if "kind" not in metadata:
+        raise ArtifactError("artifact metadata needs a 'kind'")
+    target = Path(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **metadata}
+    digest = hashlib.sha256()
+    arrays: dict[str, np.ndarray] = {}
+    if dense_weights:
+        stack = dense_stack(model)
+        meta["model"] = {**meta.get("model", {}), "activations": [a for _, _, a in stack]}
+        for i, (kernel, bias, _) in enumerate(stack):
+            arrays[f"kernel_{i}"], arrays[f"bias_{i}"] = kernel, bias
+    else:
+        for i, w in enumerate(model.get_weights()):
+            arrays[f"w_{i}"] = np.asarray(w)
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    meta["model_version"] = digest.hexdigest()[:16]
+    meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save(staging / MODEL_FILE)
+        if dense_weights:
+            np.savez(staging / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
+        (staging / ARTIFACT_FILE).write_text(
+            json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n",
+            encoding="utf-8",
+        )
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
+def error_quantiles(errors: Sequence[float] | np.ndarray) -> list[float]:
+    """The training-error quantiles stored in the artifact for drift monitoring."""
+    return [float(v) for v in np.percentile(np.asarray(errors, np.float64), QUANTILE_LEVELS)]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

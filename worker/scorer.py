@@ -1,0 +1,111 @@
+"""The one scoring code path, shared by the streaming worker and the offline ``ecg-score``.
+
+normalise (artifact's min/max) -> reconstruct (numpy forward pass of the dense stack)
+-> per-window mean absolute error -> anomaly when error >= threshold (the tutorial's
+rule: a window is normal only when its loss is *less than* the threshold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.artifact import EcgArtifact
+from worker.errors import DataError
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of a batch of windows, row-aligned with the input."""
+
+    errors: np.ndarray  # (n,) float32 reconstruction MAE per window
+    anomalies: np.ndarray  # (n,) bool
+    sample_errors: np.ndarray  # (n, window_length) float32 |reconstruction - input|
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous run of samples ``[start, end)`` and its mean reconstruction error."""
+
+    start: int
+    end: int
+    mean_error: float
+
+
+_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, np.float32(0.0), out=x),
+    "sigmoid": lambda x: np.reciprocal(np.float32(1.0) + np.exp(-x, out=x), out=x),
+    "linear": lambda x: x,
+}
+
+
+class Scorer:
+    """Scores raw (un-normalised) ECG windows with an artifact's model and threshold."""
+
+    def __init__(self, artifact: EcgArtifact) -> None:
+        self.artifact = artifact
+        self.window_length = artifact.window_length
+        self.threshold = float(artifact.threshold)
+        self.model_version = artifact.model_version
+        self._layers = [
+            (lay.kernel, lay.bias, _ACTIVATIONS[lay.activation]) for lay in artifact.layers
+        ]
+
+    def reconstruct(self, normalised: np.ndarray) -> np.ndarray:
+        """Forward pass of the autoencoder on already-normalised float32 windows."""
+        x = normalised
+        for kernel, bias, activation in self._layers:
+            x = activation(x @ kernel + bias)
+        return x
+
+    def score(self, windows: np.ndarray) -> Scores:
+        """Score a ``(n, window_length)`` array of raw windows in one forward pass.
+
+        Raises ``DataError`` for a wrong shape or non-finite values; callers that take
+        untrusted input (the worker's codec, ``ecg-score``) reject such rows before.
+        """
+        if windows.ndim != 2 or windows.shape[1] != self.window_length:
+            raise DataError(
+                f"expected windows of shape (n, {self.window_length}), got {windows.shape}"
+            )
+        x = self.artifact.normalisation.apply(windows)
+        if not np.isfinite(x).all():
+            raise DataError("windows contain non-finite values")
+        sample_errors = np.abs(self.reconstruct(x) - x)
+        errors = sample_errors.mean(axis=1, dtype=np.float32)
+        return Scores(
+            errors=errors, anomalies=errors >= self.threshold, sample_errors=sample_errors
+        )
+
+
+def abnormal_segments(
+    sample_errors: np.ndarray, max_segments: int = 3, smooth_samples: int = 5
+) -> list[Segment]:
+    """The few contiguous segments of one window where reconstruction is worst.
+
+    The per-sample error is smoothed with a moving average; runs where it exceeds the
+    window's mean + 1 std are candidate segments, ranked by their mean raw error. When
+    no run stands out, the single most-wrong stretch of ``smooth_samples`` is returned.
+    """
+    err = np.asarray(sample_errors, dtype=np.float64)
+    n = err.shape[0]
+    if n == 0:
+        return []
+    width = max(1, min(smooth_samples, n))
+    smooth = np.convolve(err, np.ones(width) / width, mode="same")
+    above = smooth > smooth.mean() + smooth.std()
+    runs: list[Segment] = []
+    start = None
+    for i, flag in enumerate(np.append(above, False)):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append(Segment(start, i, float(err[start:i].mean())))
+            start = None
+    if not runs:
+        centre = int(np.argmax(smooth))
+        lo = max(0, min(centre - width // 2, n - width))
+        runs = [Segment(lo, lo + width, float(err[lo : lo + width].mean()))]
+    runs.sort(key=lambda s: s.mean_error, reverse=True)
+    return runs[:max_segments]
