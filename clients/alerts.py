@@ -1,0 +1,251 @@
+"""``ecg-alerts``: follow the anomalies topic and print one readable line per alert.
+
+    2025-11-27 14:00:00.051Z  device-03  test-0012  error 0.0521 >= threshold 0.0321 (1.62x)
+        abnormal: samples 88-104 err 0.112, samples 10-20 err 0.080
+
+(one line; wrapped here). Sample ranges are ``start-end`` with ``end`` exclusive, as in the
+record. A record that is not a readable alert prints a line starting with ``!!`` naming
+where it is and what is wrong, and the command carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from clients.kafka_clients import default_bootstrap, make_consumer, require_topic
+from worker.errors import EcgError
+
+DEFAULT_TOPIC = "ecg.anomalies"
+
+
+class AlertFormatError(ValueError):
+    """A record on the anomalies topic lacks a field an alert needs (named in the message)."""
+
+
+def format_alert(record: Mapping[str, Any], key: bytes | str | None) -> str:
+    """One line for an alert record: time, device (the record key), id, error vs threshold
+    and the abnormal segments. Raises ``AlertFormatError`` naming a missing or wrong field.
+    """
+    if not isinstance(record, Mapping):
+        raise AlertFormatError(f"expected a JSON object, got {type(record).__name__}")
+    window_id = record.get("id")
+    if isinstance(window_id, bool) or not isinstance(window_id, str | int):
+        raise AlertFormatError(f"field 'id' must be a string or integer, got {window_id!r}")
+    error = _number(record, "error")
+    threshold = _number(record, "threshold")
+    ratio = f"{error / threshold:.2f}x" if threshold > 0 else "n/a"
+    relation = ">=" if error >= threshold else "<"
+    parts = [
+        _format_time(record.get("scored_at_ms")),
+        _format_key(key),
+        str(window_id),
+        f"error {error:.4f} {relation} threshold {threshold:.4f} ({ratio})",
+    ]
+    segments = record.get("segments", [])
+    if not isinstance(segments, list):
+        raise AlertFormatError(f"field 'segments' must be a list, got {type(segments).__name__}")
+    if segments:
+        parts.append(
+            "abnormal: " + ", ".join(_format_segment(s, i) for i, s in enumerate(segments))
+        )
+    return "  ".join(parts)
+
+
+def render_record(value: bytes | None, key: bytes | None, where: str) -> str:
+    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line)."""
+    if not value:
+        return f"!! {where}: empty record, not an alert"
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"!! {where}: not JSON ({exc}), {len(value)} bytes"
+    try:
+        return format_alert(record, key)
+    except AlertFormatError as exc:
+        return f"!! {where}: not a readable alert: {exc}"
+
+
+def _number(record: Mapping[str, Any], name: str) -> float:
+    if name not in record:
+        raise AlertFormatError(f"missing field {name!r}")
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AlertFormatError(f"field {name!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _format_time(ms: Any) -> str:
+    if isinstance(ms, bool) or not isinstance(ms, int):
+        return "(no time)"
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"(time {ms})"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _format_key(key: bytes | str | None) -> str:
+    if key is None or key in (b"", ""):
+        return "(no device)"
+    return key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
+
+
+def _format_segment(segment: Any, index: int) -> str:
+    if not isinstance(segment, Mapping):
+        raise AlertFormatError(f"segments[{index}] must be an object")
+    start, end = segment.get("start"), segment.get("end")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        raise AlertFormatError(f"segments[{index}] needs integer 'start' and 'end'")
+    mean_error = _number(segment, "mean_error")
+    return f"samples {start}-{end} err {mean_error:.3f}"
+
+
+# --------------------------------------------------------------------------- following
+
+
+@dataclass
+class Tally:
+    """What ``follow`` printed so far (kept up to date, so Ctrl-C still reports it)."""
+
+    alerts: int = 0
+    unreadable: int = 0
+
+
+def follow(
+    consumer: Any, out: TextIO, max_messages: int | None = None, tally: Tally | None = None
+) -> Tally:
+    """Print a line per record until ``max_messages`` records or the consumer's idle timeout."""
+    tally = tally if tally is not None else Tally()
+    for message in consumer:
+        where = f"{message.topic}[{message.partition}]@{message.offset}"
+        line = render_record(message.value, message.key, where)
+        if line.startswith("!!"):
+            tally.unreadable += 1
+        else:
+            tally.alerts += 1
+        print(line, file=out, flush=True)
+        if max_messages is not None and tally.alerts + tally.unreadable >= max_messages:
+            break
+    return tally
+
+
+def open_follower(
+    bootstrap_servers: str, topic: str, from_beginning: bool, idle_timeout_s: float | None
+) -> Any:
+    """A group-less consumer on every partition of ``topic``, positioned at the start or end.
+
+    The end position is resolved here, so every alert produced after this returns is shown.
+    """
+    consumer = make_consumer(
+        bootstrap_servers,
+        consumer_timeout_ms=float("inf") if idle_timeout_s is None else idle_timeout_s * 1000,
+    )
+    try:
+        require_topic(consumer, topic, bootstrap_servers)
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        consumer.assign(partitions)
+        if from_beginning:
+            consumer.seek_to_beginning(*partitions)
+        else:
+            consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            consumer.position(tp)
+    except BaseException:
+        consumer.close()
+        raise
+    return consumer
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ecg-alerts`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="ecg-alerts",
+        description="Follow the anomalies topic and print one line per alert.",
+        epilog="Environment: ECG_BOOTSTRAP_SERVERS sets the default --bootstrap-servers.",
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="Kafka bootstrap servers (default: $ECG_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
+    )
+    parser.add_argument(
+        "--topic", default=DEFAULT_TOPIC, help="anomalies topic (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest alert still on the topic (default: only new alerts)",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N records (default: follow until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=_positive_float,
+        default=None,
+        help="stop after this many seconds without a new record (default: wait forever)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for a known error, 0 on Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    bootstrap = args.bootstrap_servers or default_bootstrap()
+    tally = Tally()
+    try:
+        consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
+        try:
+            follow(consumer, sys.stdout, args.max_messages, tally)
+        finally:
+            consumer.close()
+    except EcgError as exc:
+        print(f"ecg-alerts: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    except KafkaError as exc:  # the broker failed while we were following
+        print(f"ecg-alerts: error: {args.topic!r} on {bootstrap}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"ecg-alerts: {tally.alerts} alerts, {tally.unreadable} unreadable records",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

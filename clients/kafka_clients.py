@@ -1,0 +1,65 @@
+"""Kafka client construction shared by the tools: one place for defaults and error wording.
+
+kafka-python reports an unreachable broker as ``KafkaTimeoutError`` / ``NoBrokersAvailable``;
+the tools turn that into a ``BrokerError`` that names the address, so a CLI prints one line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from worker.errors import BrokerError
+
+BOOTSTRAP_ENV = "ECG_BOOTSTRAP_SERVERS"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# How long a tool waits for the first broker answer before it gives up with a clear error.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def default_bootstrap() -> str:
+    """Bootstrap servers from ``$ECG_BOOTSTRAP_SERVERS``, else the local broker's address."""
+    return os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+
+
+def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
+    """A producer that waits for every in-sync replica (``acks=all``) before a send counts."""
+    settings = {
+        "acks": "all",
+        "linger_ms": 5,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        "client_id": "ecg-tools",
+        **config,
+    }
+    try:
+        return KafkaProducer(bootstrap_servers=bootstrap_servers, **settings)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+
+
+def make_consumer(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
+    """A consumer with no group by default (reads without committing anything)."""
+    settings = {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        "client_id": "ecg-tools",
+        **config,
+    }
+    try:
+        return KafkaConsumer(bootstrap_servers=bootstrap_servers, **settings)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+
+
+def require_topic(consumer: KafkaConsumer, topic: str, bootstrap_servers: str) -> None:
+    """Raise ``BrokerError`` when ``topic`` does not exist (instead of waiting forever)."""
+    try:
+        topics = consumer.topics()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list topics on {bootstrap_servers}: {exc}") from exc
+    if topic not in topics:
+        raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")

@@ -1,0 +1,130 @@
+"""ecg-alerts' formatting: one readable line per alert, a clear line for anything else."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from clients.alerts import AlertFormatError, build_parser, follow, format_alert, render_record
+
+ALERT = {
+    "id": "test-0012",
+    "error": 0.0521,
+    "anomaly": True,
+    "threshold": 0.0321,
+    "model_version": "3f1c2a9b0d4e5f67",
+    "source": {"topic": "ecg.windows", "partition": 0, "offset": 42, "timestamp_ms": 1},
+    "scored_at_ms": 1764252000051,
+    "fields": {"label": 0},
+    "segments": [
+        {"start": 88, "end": 104, "mean_error": 0.1123},
+        {"start": 10, "end": 20, "mean_error": 0.08},
+    ],
+}
+
+
+def test_alert_line_has_time_device_id_error_threshold_ratio_and_segments():
+    line = format_alert(ALERT, b"device-03")
+    assert line == (
+        "2025-11-27 14:00:00.051Z  device-03  test-0012  "
+        "error 0.0521 >= threshold 0.0321 (1.62x)  "
+        "abnormal: samples 88-104 err 0.112, samples 10-20 err 0.080"
+    )
+    assert "\n" not in line
+
+
+def test_alert_without_key_segments_or_time_still_prints():
+    record = {"id": 17, "error": 0.5, "threshold": 0.25}
+    assert format_alert(record, None) == (
+        "(no time)  (no device)  17  error 0.5000 >= threshold 0.2500 (2.00x)"
+    )
+
+
+def test_key_given_as_text_and_undecodable_key_bytes():
+    assert "  dev-a  " in format_alert(ALERT, "dev-a")
+    assert "\\xff" in format_alert(ALERT, b"\xffdev")
+
+
+def test_error_below_threshold_is_shown_as_such():
+    line = format_alert({**ALERT, "error": 0.01}, b"d")
+    assert "error 0.0100 < threshold 0.0321 (0.31x)" in line
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"error": None}, "field 'error' must be a finite number"),
+        ({"threshold": "high"}, "field 'threshold' must be a finite number"),
+        ({"id": None}, "field 'id' must be a string or integer"),
+        ({"segments": "88-104"}, "field 'segments' must be a list"),
+        ({"segments": [{"start": 1}]}, r"segments\[0\] needs integer 'start' and 'end'"),
+        ({"segments": [3]}, r"segments\[0\] must be an object"),
+    ],
+)
+def test_malformed_alert_names_the_field(change, message):
+    with pytest.raises(AlertFormatError, match=message):
+        format_alert({**ALERT, **change}, b"d")
+
+
+def test_missing_field_is_named():
+    record = dict(ALERT)
+    del record["threshold"]
+    with pytest.raises(AlertFormatError, match="missing field 'threshold'"):
+        format_alert(record, b"d")
+
+
+def test_render_record_turns_every_bad_record_into_a_line():
+    where = "ecg.anomalies[0]@5"
+    assert render_record(orjson.dumps(ALERT), b"device-03", where).startswith("2025-11-27")
+    assert render_record(b"{not json", None, where).startswith("!! ecg.anomalies[0]@5: not JSON (")
+    assert render_record(None, None, where) == "!! ecg.anomalies[0]@5: empty record, not an alert"
+    assert render_record(b"[1, 2]", None, where) == (
+        "!! ecg.anomalies[0]@5: not a readable alert: expected a JSON object, got list"
+    )
+    assert render_record(b'{"id": "a"}', None, where) == (
+        "!! ecg.anomalies[0]@5: not a readable alert: missing field 'error'"
+    )
+
+
+def _message(offset: int, value: bytes | None, key: bytes | None = b"device-01"):
+    return SimpleNamespace(topic="ecg.anomalies", partition=1, offset=offset, value=value, key=key)
+
+
+def test_follow_prints_every_record_and_carries_on_after_a_bad_one():
+    messages = [
+        _message(0, orjson.dumps(ALERT)),
+        _message(1, b"garbage"),
+        _message(2, orjson.dumps({**ALERT, "id": "test-0013"})),
+    ]
+    out = io.StringIO()
+    tally = follow(iter(messages), out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "test-0012" in lines[0]
+    assert lines[1].startswith("!! ecg.anomalies[1]@1: not JSON")
+    assert "test-0013" in lines[2]
+    assert (tally.alerts, tally.unreadable) == (2, 1)
+
+
+def test_follow_stops_after_max_messages():
+    messages = [_message(i, orjson.dumps(ALERT)) for i in range(10)]
+    out = io.StringIO()
+    tally = follow(iter(messages), out, max_messages=4)
+    assert tally.alerts == 4
+    assert len(out.getvalue().splitlines()) == 4
+
+
+def test_parser_defaults_and_rejections():
+    args = build_parser().parse_args([])
+    assert (args.topic, args.from_beginning, args.max_messages, args.timeout_s) == (
+        "ecg.anomalies",
+        False,
+        None,
+        None,
+    )
+    for argv in (["--max-messages", "0"], ["--timeout-s", "-1"], ["--max-messages", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)

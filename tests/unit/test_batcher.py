@@ -1,0 +1,78 @@
+"""Batcher: closes at max size or max wait since its first item, driven by a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import FakeClock
+from worker.batcher import Batcher
+
+
+def test_closes_at_max_size() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(3, 100, clock)
+    assert b.add(1) is None
+    assert b.add(2) is None
+    assert b.add(3) == [1, 2, 3]
+    assert len(b) == 0 and not b.due()
+
+
+def test_closes_after_max_wait_since_the_first_item() -> None:
+    clock = FakeClock()
+    b: Batcher[str] = Batcher(100, 50, clock)
+    b.add("a")
+    clock.advance(0.030)
+    b.add("b")  # a later item does not restart the wait
+    assert not b.due()
+    assert b.time_left_ms(idle_ms=1000) == 20
+    clock.advance(0.020)
+    assert b.due()
+    assert b.take() == ["a", "b"]
+    assert not b.due()
+
+
+def test_empty_batch_is_never_due_and_waits_the_idle_time() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    clock.advance(10)
+    assert not b.due()
+    assert b.time_left_ms(idle_ms=200) == 200
+    b.add(1)
+    assert b.time_left_ms(idle_ms=10) == 10  # never longer than the idle bound
+    clock.advance(1)
+    assert b.time_left_ms(idle_ms=200) == 0
+
+
+def test_zero_wait_closes_immediately() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 0, clock)
+    b.add(1)
+    assert b.due()
+
+
+def test_the_wait_restarts_with_the_next_batch() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(2, 50, clock)
+    b.add(1)
+    clock.advance(0.049)
+    assert b.add(2) == [1, 2]
+    b.add(3)
+    clock.advance(0.049)
+    assert not b.due()
+
+
+def test_discard_keeps_the_opening_time() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    for i in range(6):
+        b.add(i)
+    assert b.discard(lambda i: i % 2 == 0) == [1, 3, 5]
+    clock.advance(0.05)
+    assert b.due()
+    assert b.take() == [0, 2, 4]
+
+
+@pytest.mark.parametrize(("size", "wait"), [(0, 10), (1, -1)])
+def test_bad_limits_are_refused(size: int, wait: int) -> None:
+    with pytest.raises(ValueError):
+        Batcher(size, wait)

@@ -1,0 +1,302 @@
+"""The processing loop with fake Kafka and a fake clock.
+
+What a user would notice: results are committed only after they are acknowledged, a failed
+publish commits nothing and stops the worker, every record ends as exactly one score or
+dead letter, batches close on size or time, a rebalance loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import orjson
+import pytest
+from kafka.errors import CommitFailedError, KafkaTimeoutError
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import (
+    FakeClock,
+    FakeConsumer,
+    FakeProducer,
+    FakeRecord,
+    synthetic_windows,
+)
+from worker.artifact import EcgArtifact
+from worker.config import BatchingConfig, WorkerConfig
+from worker.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
+from worker.drift import DriftMonitor
+from worker.health import HealthState
+from worker.loop import WorkerLoop
+from worker.metrics import WorkerMetrics
+from worker.rebalance import PartitionTracker
+from worker.scorer import Scorer
+
+IN, SCORES, ANOM, DLQ = "ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.windows.dlq"
+
+
+class Rig:
+    """A loop wired to fakes."""
+
+    def __init__(self, artifact: EcgArtifact, max_batch_size: int = 8, max_wait_ms: int = 50):
+        self.clock = FakeClock()
+        self.events: list[str] = []
+        self.consumer = FakeConsumer(self.clock, events=self.events)
+        self.producer = FakeProducer(self.events)
+        self.registry = CollectorRegistry()
+        self.config = replace(
+            WorkerConfig(), batching=BatchingConfig(max_batch_size, max_wait_ms)
+        )
+        self.tracker = PartitionTracker()
+        self.tracker.on_partitions_assigned({TopicPartition(IN, 0), TopicPartition(IN, 1)})
+        self.health = HealthState(60000, self.clock)
+        self.drift = DriftMonitor(artifact.training_error_quantiles, 100, 10)
+        self.metrics = WorkerMetrics(artifact, max_batch_size, self.drift, self.registry, self.clock)
+        self.scorer = Scorer(artifact)
+        self.wall = [1_700_000_000_000]
+        self.loop = WorkerLoop(
+            self.config,
+            self.consumer,
+            AtLeastOnceDelivery(self.producer, self.consumer, 5.0),
+            self.scorer,
+            self.metrics,
+            self.tracker,
+            self.health,
+            self.drift,
+            clock=self.clock,
+            wall_ms=lambda: self.wall[0],
+        )
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        assert value is not None
+        return value
+
+    def committed(self, partition: int = 0) -> int | None:
+        return self.consumer.committed_offsets.get(TopicPartition(IN, partition))
+
+
+def window_record(i: int, values: np.ndarray, partition: int = 0, offset: int | None = None):
+    value = orjson.dumps({"id": f"w-{i}", "values": values.tolist(), "label": 1})
+    return FakeRecord(IN, partition, i if offset is None else offset, 1_699_999_999_900, b"dev", value)
+
+
+def test_every_record_ends_as_exactly_one_score_or_dead_letter(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=4)
+    windows = synthetic_windows(10, seed=3)
+    records = [window_record(i, windows[i]) for i in range(10)]
+    bad = [b"hello", b"", orjson.dumps([1.0] * 3), orjson.dumps([True] * 140)]
+    for j, value in enumerate(bad):  # interleave: offsets 10..13
+        records.insert(2 * j + 1, FakeRecord(IN, 0, 0, 1, b"dev", value))
+    for offset, r in enumerate(records):
+        r.offset = offset
+    rig.consumer.feed(records)
+    rig.loop.step()
+    rig.clock.advance(0.05)
+    rig.loop.step()
+    scores = [orjson.loads(s.value) for s in rig.producer.by_topic(SCORES)]
+    dead = rig.producer.by_topic(DLQ)
+    assert sorted(s["id"] for s in scores) == sorted(f"w-{i}" for i in range(10))
+    assert sorted(d.value for d in dead) == sorted(bad)
+    assert {dict(d.headers)["dlq.reason"] for d in dead} == {
+        b"not_json", b"empty", b"wrong_length", b"non_numeric"
+    }
+    assert all(d.key == b"dev" for d in dead) and all(s.key == b"dev" for s in rig.producer.by_topic(SCORES))
+    assert rig.committed() == 14
+    assert rig.metric("ecg_windows_consumed_total") == 14
+    assert rig.metric("ecg_windows_scored_total") == 10
+    rejected = sum(
+        rig.metric("ecg_windows_rejected_total", {"reason": r})
+        for r in ("not_json", "empty", "wrong_length", "non_numeric")
+    )
+    assert rejected == 4
+
+
+def test_scores_equal_the_offline_scorer_and_anomalies_carry_segments(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=64)
+    windows = synthetic_windows(40, seed=5)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(40))
+    rig.loop.step()
+    rig.clock.advance(1)
+    rig.loop.step()
+    offline = Scorer(ecg_artifact).score(windows)
+    scores = {s["id"]: s for s in (orjson.loads(x.value) for x in rig.producer.by_topic(SCORES))}
+    anomalies = [orjson.loads(x.value) for x in rig.producer.by_topic(ANOM)]
+    for i in range(40):
+        s = scores[f"w-{i}"]
+        assert s["error"] == pytest.approx(float(offline.errors[i]), abs=1e-6)
+        assert s["anomaly"] is bool(offline.anomalies[i])
+        assert s["threshold"] == ecg_artifact.threshold
+        assert s["fields"] == {"label": 1}
+        assert s["source"] == {"topic": IN, "partition": 0, "offset": i, "timestamp_ms": 1_699_999_999_900}
+    flagged = {f"w-{i}" for i in range(40) if offline.anomalies[i]}
+    assert 0 < len(flagged) < 40
+    assert {a["id"] for a in anomalies} == flagged
+    for a in anomalies:
+        assert a["anomaly"] is True and 1 <= len(a["segments"]) <= 3
+        for seg in a["segments"]:
+            assert 0 <= seg["start"] < seg["end"] <= 140
+    assert rig.metric("ecg_windows_anomalous_total") == len(flagged)
+
+
+def test_commit_happens_only_after_every_send_is_acknowledged(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=3)
+    windows = synthetic_windows(6)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(6))
+    rig.loop.step()
+    # Two batches of three: sends, flush, commit - never a commit before its flush.
+    assert rig.events.count("commit") == 2
+    for i, event in enumerate(rig.events):
+        if event == "commit":
+            assert rig.events[i - 1] == "flush"
+    assert [c[TopicPartition(IN, 0)].offset for c in rig.consumer.commits] == [3, 6]
+
+
+def test_failed_publish_commits_nothing_and_raises(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=4)
+    rig.producer.fail_topics = {SCORES}
+    windows = synthetic_windows(4)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(4))
+    with pytest.raises(ProduceFailed, match="not acknowledged.*offsets not committed"):
+        rig.loop.step()
+    assert rig.consumer.commits == []
+    assert rig.metric("ecg_produce_failures_total") == 1
+    assert rig.metric("ecg_windows_consumed_total") == 0  # nothing counted without a commit
+
+
+def test_send_raising_is_a_produce_failure(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=1)
+
+    def boom(*args, **kwargs):
+        raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
+
+    rig.producer.send = boom  # type: ignore[method-assign]
+    rig.consumer.feed([window_record(0, synthetic_windows(1)[0])])
+    with pytest.raises(ProduceFailed, match="Failed to update metadata"):
+        rig.loop.step()
+    assert rig.consumer.commits == []
+
+
+def test_commit_rejected_by_a_rebalance_is_not_fatal(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2)
+    rig.consumer.fail_commit = CommitFailedError("group rebalanced")
+    rig.consumer.feed(window_record(i, w) for i, w in enumerate(synthetic_windows(2)))
+    rig.loop.step()  # no exception: the outputs are published, the new owner replays
+    assert rig.metric("ecg_commit_failures_total") == 1
+    assert rig.metric("ecg_windows_consumed_total") == 0
+
+
+def test_other_commit_failures_stop_the_worker(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2)
+    rig.consumer.fail_commit = KafkaTimeoutError("coordinator unavailable")
+    rig.consumer.feed(window_record(i, w) for i, w in enumerate(synthetic_windows(2)))
+    with pytest.raises(CommitFailed):
+        rig.loop.step()
+    assert rig.metric("ecg_commit_failures_total") == 1
+
+
+def test_batch_closes_on_time_when_not_full(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=100, max_wait_ms=50)
+    windows = synthetic_windows(3)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(3))
+    rig.loop.step()
+    assert rig.producer.acked == []  # not full, not yet due
+    rig.loop.step()  # idle poll: waits (fake clock) only until the batch is due
+    assert rig.consumer.poll_timeouts[-1] == 50
+    assert len(rig.producer.by_topic(SCORES)) == 3
+    assert rig.committed() == 3
+    assert rig.metric("ecg_batch_size_windows_sum") == 3
+
+
+def test_batch_closes_on_size_without_waiting(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=5, max_wait_ms=10_000)
+    windows = synthetic_windows(12)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(12))
+    rig.loop.step()
+    assert rig.committed() == 10  # two full batches; two records still in hand
+    assert rig.metric("ecg_batch_size_windows_count") == 2
+
+
+def test_stop_finishes_the_batch_in_hand(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=100, max_wait_ms=10_000)
+    windows = synthetic_windows(7)
+    rig.consumer.feed(window_record(i, windows[i]) for i in range(7))
+    rig.consumer.on_poll.append(rig.loop.stop)  # a SIGTERM arriving during the poll
+    rig.loop.run()
+    assert len(rig.producer.by_topic(SCORES)) == 7
+    assert rig.committed() == 7
+    assert rig.health.alive()[0] is False  # the loop is over
+
+
+def test_values_overflowing_float32_are_dead_lettered_not_fatal(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=3)
+    windows = synthetic_windows(2)
+    huge = FakeRecord(IN, 0, 1, 1, b"dev", orjson.dumps([1e300] * 140))
+    rig.consumer.feed([window_record(0, windows[0]), huge, window_record(2, windows[1], offset=2)])
+    rig.loop.step()
+    assert len(rig.producer.by_topic(SCORES)) == 2
+    (dead,) = rig.producer.by_topic(DLQ)
+    assert dead.value == huge.value
+    assert dict(dead.headers)["dlq.reason"] == b"non_finite"
+    assert dict(dead.headers)["dlq.source.offset"] == b"1"
+    assert rig.committed() == 3
+
+
+def test_offsets_are_committed_per_partition(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=6)
+    w = synthetic_windows(6)
+    rig.consumer.feed([window_record(i, w[i], partition=i % 2, offset=10 + i // 2) for i in range(6)])
+    rig.loop.step()
+    assert rig.committed(0) == 13 and rig.committed(1) == 13
+
+
+def test_lost_partition_records_in_hand_are_dropped_not_published(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=100, max_wait_ms=50)
+    w = synthetic_windows(4)
+    rig.consumer.feed([window_record(i, w[i], partition=i % 2, offset=i // 2) for i in range(4)])
+    rig.loop.step()  # four records in hand, none published
+    # Eager rebalance during the next poll: everything revoked, only partition 0 comes back.
+    rig.consumer.on_poll.append(
+        lambda: rig.tracker.on_partitions_revoked({TopicPartition(IN, 0), TopicPartition(IN, 1)})
+    )
+    rig.consumer.on_poll.append(lambda: rig.tracker.on_partitions_assigned({TopicPartition(IN, 0)}))
+    rig.loop.step()
+    published = sorted(orjson.loads(s.value)["id"] for s in rig.producer.by_topic(SCORES))
+    assert published == ["w-0", "w-2"]  # partition 1's records are left to its new owner
+    assert rig.committed(0) == 2 and rig.committed(1) is None
+
+
+def test_no_batch_is_delivered_while_a_rebalance_is_in_progress(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=100, max_wait_ms=50)
+    w = synthetic_windows(2)
+    rig.consumer.feed([window_record(i, w[i]) for i in range(2)])
+    rig.loop.step()
+    rig.tracker.on_partitions_revoked({TopicPartition(IN, 0), TopicPartition(IN, 1)})
+    rig.clock.advance(1)
+    rig.loop.step()
+    assert rig.producer.acked == []
+    rig.tracker.on_partitions_assigned({TopicPartition(IN, 0)})
+    rig.loop.step()
+    assert len(rig.producer.by_topic(SCORES)) == 2
+
+
+def test_lag_is_log_end_minus_committed(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2)
+    w = synthetic_windows(5)
+    rig.consumer.feed(window_record(i, w[i]) for i in range(5))
+    rig.consumer.poll_batch = 2
+    rig.loop.step()  # two scored and committed; three more on the log
+    rig.loop.update_lag()
+    assert rig.metric("ecg_consumer_lag_records", {"topic": IN, "partition": "0"}) == 3
+
+
+def test_drift_window_fills_only_with_committed_errors(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=20)
+    w = synthetic_windows(20)
+    rig.consumer.feed(window_record(i, w[i]) for i in range(20))
+    rig.loop.step()
+    assert rig.drift.window().size == 20
+    assert 0 <= rig.metric("ecg_error_drift_ks") <= 1

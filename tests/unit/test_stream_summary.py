@@ -1,0 +1,155 @@
+"""ecg-demo's measurements: tally of records read back, summary numbers and failure checks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from clients.stream_summary import (
+    StreamTally,
+    format_summary,
+    metric_differences,
+    parse_score,
+    problems,
+    summarise,
+)
+
+VERSION = "3f1c2a9b0d4e5f67"
+
+
+def score(i: int, *, error: float, anomaly: bool, label: int, sent: int, scored: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"test-{i:04d}",
+            "error": error,
+            "anomaly": anomaly,
+            "threshold": 0.5,
+            "model_version": VERSION,
+            "source": {"topic": "in", "partition": 0, "offset": i, "timestamp_ms": sent},
+            "scored_at_ms": scored,
+            "fields": {"label": label, "sent_at_ms": sent},
+        }
+    )
+
+
+def _four_window_run() -> StreamTally:
+    """2 normal (one wrongly flagged), 2 anomalous (one missed); latencies 10, 20, 30, 40 ms."""
+    tally = StreamTally(expected_ids=frozenset(f"test-{i:04d}" for i in range(4)))
+    rows = [(0.1, False, 1), (0.9, True, 1), (0.8, True, 0), (0.2, False, 0)]
+    for i, (error, anomaly, label) in enumerate(rows):
+        tally.add_score(
+            score(i, error=error, anomaly=anomaly, label=label, sent=1000 + i, scored=1010 + 11 * i)
+        )
+        if anomaly:
+            tally.add_anomaly(score(i, error=error, anomaly=True, label=label, sent=0, scored=0))
+    return tally
+
+
+def test_parse_score_reads_the_measured_fields():
+    record = parse_score(score(3, error=0.25, anomaly=False, label=1, sent=100, scored=150))
+    assert not isinstance(record, str)
+    assert (record.id, record.error, record.anomaly, record.label) == ("test-0003", 0.25, False, 1)
+    assert (record.sent_ms, record.scored_at_ms, record.model_version) == (100, 150, VERSION)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"", "empty record"),
+        (b"nope", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"error": 1, "anomaly": true}', "bad or missing 'id'"),
+        (b'{"id": "a", "error": "x", "anomaly": true}', "bad or missing 'error'"),
+        (b'{"id": "a", "error": 1, "anomaly": 1}', "bad or missing 'anomaly'"),
+    ],
+)
+def test_parse_score_explains_unusable_records(value, problem):
+    assert parse_score(value).startswith(problem)
+
+
+def test_tally_keeps_first_score_counts_duplicates_strangers_and_garbage():
+    tally = StreamTally(expected_ids=frozenset({"test-0000", "test-0001"}))
+    tally.add_score(score(0, error=0.1, anomaly=False, label=1, sent=1, scored=2))
+    tally.add_score(score(0, error=0.1, anomaly=False, label=1, sent=1, scored=99))
+    tally.add_score(score(7, error=0.1, anomaly=False, label=1, sent=1, scored=2))
+    tally.add_score(b"{", "scores[0]@3")
+    tally.add_dead_letter([("dlq.reason", b"not_json"), ("dlq.detail", b"x")])
+    tally.add_dead_letter([])
+    assert tally.scores["test-0000"].scored_at_ms == 2
+    assert (tally.duplicates, tally.unexpected) == (1, 1)
+    assert tally.unreadable[0].startswith("scores[0]@3: not JSON")
+    assert dict(tally.dead_letters) == {"not_json": 1, "(no reason)": 1}
+    assert not tally.complete
+    assert tally.missing() == ["test-0001"]
+
+
+def test_summary_counts_quality_throughput_and_latency():
+    summary = summarise(_four_window_run(), sent=4, first_send_ms=1000)
+    assert (summary.sent, summary.scored, summary.flagged, summary.anomaly_records) == (4, 4, 2, 2)
+    assert summary.missing == ()
+    # positive = normal: passed ids 0 (normal) and 3 (anomalous) -> precision 1/2, and
+    # 1 of the 2 normal windows passed -> recall 1/2. Same shape for the anomaly class.
+    assert summary.metrics["precision"] == pytest.approx(0.5)
+    assert summary.metrics["recall"] == pytest.approx(0.5)
+    assert summary.metrics["anomaly_precision"] == pytest.approx(0.5)
+    assert summary.metrics["anomaly_recall"] == pytest.approx(0.5)
+    # Latencies 10, 20, 30, 40 ms; last score at 1043 -> 4 windows in 43 ms.
+    assert summary.latency_p50_ms == pytest.approx(25.0)
+    assert summary.latency_p99_ms == pytest.approx(39.7)
+    assert summary.latency_max_ms == 40.0
+    assert summary.duration_s == pytest.approx(0.043)
+    assert summary.throughput_per_s == pytest.approx(4 / 0.043)
+    assert summary.model_versions == (VERSION,)
+    assert problems(summary, VERSION) == []
+
+
+def test_problems_name_missing_scores_dead_letters_lost_alerts_and_wrong_model():
+    tally = _four_window_run()
+    del tally.scores["test-0002"]  # one flagged window never scored
+    tally.anomaly_records = 0
+    tally.add_dead_letter([("dlq.reason", b"wrong_length")])
+    found = problems(summarise(tally, sent=4, first_send_ms=1000), "another-version")
+    assert found[0] == "1 of 4 windows were not scored (test-0002)"
+    assert "1 valid windows went to the dead-letter topic" in found
+    assert "1 scores are flagged but only 0 alerts reached the anomalies topic" in found
+    assert any("the artifact is another-version" in p for p in found)
+
+
+def test_metric_differences_beyond_rounding_are_reported():
+    stream = {"precision": 0.5, "recall": 0.75, "roc_auc": None}
+    assert metric_differences(stream, {"precision": 0.5, "recall": 0.75}) == []
+    assert metric_differences(stream, {"precision": 0.5, "recall": 0.7}) == [
+        "recall 0.7500 (stream) vs 0.7000 (artifact)"
+    ]
+    assert metric_differences(stream, None) == []
+
+
+def test_formatted_summary_shows_every_number_and_the_comparison():
+    summary = summarise(_four_window_run(), sent=4, first_send_ms=1000)
+    topics = {"input": "in.x", "scores": "s.x", "anomalies": "a.x", "dead_letter": "d.x"}
+    artifact = {
+        "model_version": VERSION,
+        "profile": "tutorial",
+        "threshold": 0.5,
+        "threshold_rule": "mean_std",
+    }
+    text = format_summary(
+        summary, run_id="demo-1", topics=topics, artifact=artifact, recorded_metrics=summary.metrics
+    )
+    for expected in (
+        "sent           4 windows to in.x",
+        "scored         4 of 4 ids on s.x (0 missing, 0 duplicates)",
+        "anomalies      2 flagged; 2 alerts on a.x",
+        "dead letters   0 (none) on d.x",
+        "throughput     93.0 windows/s",
+        "latency        p50 25 ms, p99 40 ms, max 40 ms",
+        "precision 0.5000, recall 0.5000 (positive = normal",
+        "anomaly precision 0.5000, anomaly recall 0.5000 (positive = anomaly)",
+        "stream metrics match the artifact's recorded test metrics",
+    ):
+        assert expected in text
+    differing = {**summary.metrics, "accuracy": 0.9}
+    text = format_summary(
+        summary, run_id="demo-1", topics=topics, artifact=artifact, recorded_metrics=differing
+    )
+    assert "stream metrics DIFFER from the artifact's: accuracy 0.5000 (stream) vs 0.9000" in text

@@ -1,0 +1,72 @@
+"""Micro-batching: a batch closes at ``max_size`` items or ``max_wait_ms`` after its first item.
+
+Pure: no Kafka, no threads. The clock is injected (seconds, monotonic), so tests drive it
+with a fake one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+# Clock readings are floats; tolerate rounding so that "exactly max_wait later" is due.
+_EPSILON_S = 1e-9
+
+
+class Batcher(Generic[T]):
+    """Collects items into batches that close on size or on age, whichever comes first."""
+
+    def __init__(
+        self, max_size: int, max_wait_ms: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.max_size = max_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._clock = clock
+        self._items: list[T] = []
+        self._opened_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T) -> list[T] | None:
+        """Add one item; return the closed batch when it reached ``max_size``, else None."""
+        if not self._items:
+            self._opened_at = self._clock()
+        self._items.append(item)
+        if len(self._items) >= self.max_size:
+            return self.take()
+        return None
+
+    def due(self) -> bool:
+        """True when a non-empty batch has waited ``max_wait_ms`` since its first item."""
+        age = self._clock() - self._opened_at
+        return bool(self._items) and age >= self.max_wait_s - _EPSILON_S
+
+    def time_left_ms(self, idle_ms: int) -> int:
+        """How long the caller may block waiting for more input: until the open batch is
+        due, or ``idle_ms`` when there is no open batch."""
+        if not self._items:
+            return idle_ms
+        left = self.max_wait_s - (self._clock() - self._opened_at)
+        return max(0, min(idle_ms, int(left * 1000.0 + 0.999)))
+
+    def take(self) -> list[T]:
+        """Close and return the open batch (possibly empty)."""
+        items, self._items = self._items, []
+        return items
+
+    def discard(self, keep: Callable[[T], bool]) -> list[T]:
+        """Drop the items for which ``keep`` is false (e.g. of revoked partitions); return them.
+
+        The batch keeps its opening time, so the remaining items are not delayed.
+        """
+        kept = [item for item in self._items if keep(item)]
+        dropped = [item for item in self._items if not keep(item)]
+        self._items = kept
+        return dropped

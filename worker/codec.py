@@ -1,0 +1,231 @@
+"""Wire formats: decode input records, encode scores, anomalies and dead letters.
+
+``decode`` is the hot path and never raises for a bad record: it returns a ``Window`` or a
+``Rejected`` value that keeps the original bytes, the key, the source coordinates and a
+reason code from docs/design.md. Valid JSON parsed by orjson cannot hold NaN or infinity,
+so the common path checks only types and length; the values stay a Python list and the
+whole batch becomes one numpy array later (``windows_array``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from worker.scorer import Segment
+
+# Reason codes (docs/design.md, "Dead letters").
+EMPTY = "empty"
+OVERSIZED = "oversized"
+NOT_UTF8 = "not_utf8"
+NOT_JSON = "not_json"
+WRONG_TYPE = "wrong_type"
+MISSING_VALUES = "missing_values"
+BAD_ID = "bad_id"
+WRONG_LENGTH = "wrong_length"
+NON_NUMERIC = "non_numeric"
+NON_FINITE = "non_finite"
+REASONS = (
+    EMPTY,
+    OVERSIZED,
+    NOT_UTF8,
+    NOT_JSON,
+    WRONG_TYPE,
+    MISSING_VALUES,
+    BAD_ID,
+    WRONG_LENGTH,
+    NON_NUMERIC,
+    NON_FINITE,
+)
+_NUMBER_TYPES = frozenset({int, float})
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A valid input window and where it came from."""
+
+    id: str | int
+    values: list[float]  # exactly window_length finite numbers
+    fields: dict[str, Any] | None  # other input fields, passed through to the outputs
+    raw: bytes  # the original value, for a dead letter if the batch step rejects it
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input record that cannot be scored, headed for the dead-letter topic."""
+
+    reason: str
+    detail: str
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+def decode(
+    value: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    window_length: int,
+    max_record_bytes: int,
+) -> Window | Rejected:
+    """Decode one input record into a ``Window``, or say why it cannot be scored."""
+
+    def reject(reason: str, detail: str) -> Rejected:
+        return Rejected(reason, detail, value, key, topic, partition, offset, timestamp_ms)
+
+    if not value:
+        return reject(EMPTY, "record value is null or empty")
+    if len(value) > max_record_bytes:
+        return reject(OVERSIZED, f"record is {len(value)} bytes, limit is {max_record_bytes}")
+    strict = True
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        strict = False
+        # Rare path: tell bad encodings from bad JSON, and accept the NaN/Infinity literals
+        # that Python's json.dumps writes so that they are reported as non_finite.
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return reject(NOT_UTF8, f"value is not UTF-8 ({uexc.reason} at byte {uexc.start})")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            return reject(NOT_JSON, f"value is not JSON ({exc})")
+    fields: dict[str, Any] | None = None
+    if type(doc) is dict:
+        values = doc.pop("values", None)
+        if values is None:
+            return reject(MISSING_VALUES, "object has no 'values' array")
+        record_id: Any = doc.pop("id", None)
+        if record_id is None:
+            record_id = f"{topic}:{partition}:{offset}"
+        elif not ((type(record_id) is str and record_id) or type(record_id) is int):
+            return reject(
+                BAD_ID, f"'id' must be a non-empty string or an integer, got {record_id!r:.60}"
+            )
+        fields = doc or None
+    elif type(doc) is list:
+        values = doc
+        record_id = f"{topic}:{partition}:{offset}"
+    else:
+        return reject(WRONG_TYPE, f"value is a JSON {_json_type(doc)}, expected an object or array")
+    if type(values) is not list:
+        return reject(WRONG_TYPE, f"'values' is a JSON {_json_type(values)}, expected an array")
+    if len(values) != window_length:
+        return reject(
+            WRONG_LENGTH, f"'values' has {len(values)} numbers, the model needs {window_length}"
+        )
+    kinds = set(map(type, values))
+    if not kinds <= _NUMBER_TYPES:
+        bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
+        return reject(NON_NUMERIC, f"'values' holds a JSON {_json_type(bad)}: {bad!r:.40}")
+    if not strict and not _all_finite(values):
+        # Only the json fallback yields NaN, infinity or integers beyond float range.
+        return reject(NON_FINITE, "'values' holds NaN, an infinite or an out-of-range number")
+    return Window(record_id, values, fields, value, key, topic, partition, offset, timestamp_ms)
+
+
+def _all_finite(values: list[Any]) -> bool:
+    try:
+        return all(map(math.isfinite, map(float, values)))
+    except OverflowError:
+        return False
+
+
+def windows_array(windows: list[Window], window_length: int) -> np.ndarray:
+    """The batch's values as one ``(n, window_length)`` float64 array."""
+    if not windows:
+        return np.empty((0, window_length), dtype=np.float64)
+    return np.array([w.values for w in windows], dtype=np.float64)
+
+
+def reject_window(window: Window, reason: str, detail: str) -> Rejected:
+    """Turn a decoded window into a dead letter (e.g. values that overflow float32)."""
+    return Rejected(
+        reason,
+        detail,
+        window.raw,
+        window.key,
+        window.topic,
+        window.partition,
+        window.offset,
+        window.timestamp_ms,
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_score(
+    window: Window,
+    error: float,
+    anomaly: bool,
+    threshold: float,
+    model_version: str,
+    scored_at_ms: int,
+    segments: list[Segment] | None = None,
+) -> bytes:
+    """The JSON value of a score record (docs/design.md, "Score value")."""
+    doc: dict[str, Any] = {
+        "id": window.id,
+        "error": error,
+        "anomaly": anomaly,
+        "threshold": threshold,
+        "model_version": model_version,
+        "source": {
+            "topic": window.topic,
+            "partition": window.partition,
+            "offset": window.offset,
+            "timestamp_ms": window.timestamp_ms,
+        },
+        "scored_at_ms": scored_at_ms,
+        "fields": window.fields or {},
+    }
+    if segments is not None:
+        doc["segments"] = [
+            {"start": s.start, "end": s.end, "mean_error": s.mean_error} for s in segments
+        ]
+    return orjson.dumps(doc)
+
+
+def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
+    """Kafka headers naming why and where a dead letter came from (UTF-8 strings)."""
+    return [
+        ("dlq.reason", rejected.reason.encode()),
+        ("dlq.detail", rejected.detail.encode("utf-8", "replace")),
+        ("dlq.source.topic", rejected.topic.encode()),
+        ("dlq.source.partition", str(rejected.partition).encode()),
+        ("dlq.source.offset", str(rejected.offset).encode()),
+        ("dlq.source.timestamp_ms", str(rejected.timestamp_ms).encode()),
+    ]

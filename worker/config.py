@@ -1,0 +1,424 @@
+"""The worker's configuration: YAML into frozen, cross-checked dataclasses.
+
+``WorkerConfig.from_yaml(path)`` reads ``deploy/worker.yaml``-shaped files. Unknown keys are
+rejected with the key named (and a "did you mean"), types are checked, related values are
+cross-checked, and a fixed list of ``ECG_*`` environment variables overrides single values
+(the list is ``ENV_OVERRIDES``; ``ecg-worker --help`` prints it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from worker.errors import ConfigError
+
+# kafka-python settings the worker owns: passing them through would break the delivery
+# protocol (auto-commit, acks) or the wire format (serialisers).
+RESERVED_CLIENT_KEYS = frozenset(
+    {
+        "bootstrap_servers",
+        "group_id",
+        "client_id",
+        "enable_auto_commit",
+        "auto_offset_reset",
+        "acks",
+        "key_serializer",
+        "value_serializer",
+        "key_deserializer",
+        "value_deserializer",
+        "kafka_client",
+        "selector",
+        "ssl_context",
+        "sasl_oauth_token_provider",
+        "metric_reporters",
+        "default_offset_commit_callback",
+        "partitioner",
+        "consumer_timeout_ms",
+        "bootstrap_timeout_ms",
+        "transactional_id",
+        "isolation_level",
+    }
+)
+CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)
+PRODUCER_KEYS = frozenset(KafkaProducer.DEFAULT_CONFIG)
+CLIENT_KEYS = (CONSUMER_KEYS | PRODUCER_KEYS) - RESERVED_CLIENT_KEYS
+OFFSET_RESETS = ("earliest", "latest")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """How to reach Kafka and as whom."""
+
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    group_id: str = "ecg-worker"
+    client_id: str = "ecg-worker"
+    # Where a new consumer group starts; "earliest" so windows sent before the first worker
+    # started are scored too.
+    auto_offset_reset: str = "earliest"
+    # Passed through to kafka-python (security_protocol, sasl_*, ssl_*, timeouts, ...).
+    client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def request_timeout_ms(self) -> int:
+        """The consumer's request timeout (kafka-python default unless overridden)."""
+        return int(
+            self.client.get(
+                "request_timeout_ms", KafkaConsumer.DEFAULT_CONFIG["request_timeout_ms"]
+            )
+        )
+
+    @property
+    def max_request_size(self) -> int:
+        """The producer's largest request in bytes (kafka-python default unless overridden)."""
+        return int(
+            self.client.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"])
+        )
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """The passthrough settings a ``KafkaConsumer`` accepts."""
+        return {k: v for k, v in self.client.items() if k in CONSUMER_KEYS}
+
+    def producer_settings(self) -> dict[str, Any]:
+        """The passthrough settings a ``KafkaProducer`` accepts."""
+        return {k: v for k, v in self.client.items() if k in PRODUCER_KEYS}
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    """Topic names and, for development, whether and how to create missing ones."""
+
+    input: str = "ecg.windows"
+    scores: str = "ecg.scores"
+    anomalies: str = "ecg.anomalies"
+    dead_letter: str = "ecg.windows.dlq"
+    create_topics: bool = False
+    partitions: int = 1
+    replication_factor: int = 1
+
+    def names(self) -> tuple[str, str, str, str]:
+        """All four topic names: input, scores, anomalies, dead letter."""
+        return (self.input, self.scores, self.anomalies, self.dead_letter)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """A micro-batch closes at ``max_batch_size`` records or ``max_wait_ms`` after its first."""
+
+    max_batch_size: int = 256
+    max_wait_ms: int = 50
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-record limits; larger records go to the dead-letter topic as ``oversized``."""
+
+    max_record_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The HTTP endpoint for ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+    host: str = "127.0.0.1"
+    port: int = 9108
+    # How often consumer lag per partition is refreshed (one broker round trip).
+    lag_interval_ms: int = 5000
+    # /healthz turns 503 when the loop has not come round for this long.
+    stall_timeout_ms: int = 120000
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    """How long start-up may wait for the broker and the topics before failing."""
+
+    timeout_ms: int = 15000
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Rolling window of live errors compared with the training error distribution."""
+
+    window_size: int = 1000
+    min_samples: int = 200
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything ``ecg-worker`` needs, validated."""
+
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    artifact: Path = Path("artifacts/ecg")
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    startup: StartupConfig = field(default_factory=StartupConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    ) -> WorkerConfig:
+        """Load ``path``, apply ``ECG_*`` overrides from ``env`` (default: the process
+        environment), validate, and return the config. Raises ``ConfigError``."""
+        source = Path(path)
+        try:
+            raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config ({exc.strerror or exc})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections")
+        return cls.from_mapping(raw, where=str(source), env=env)
+
+    @classmethod
+    def from_mapping(
+        cls, raw: Mapping[str, Any], where: str = "config", env: Mapping[str, str] | None = None
+    ) -> WorkerConfig:
+        """Build from an already-parsed mapping (same rules as ``from_yaml``)."""
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        _apply_env(data, os.environ if env is None else env)
+        config = _build(cls, data, where)
+        _cross_check(config, where)
+        return config
+
+
+# --------------------------------------------------------------------------- env overrides
+
+
+@dataclass(frozen=True)
+class EnvOverride:
+    """One ``ECG_*`` variable that overrides one config value."""
+
+    name: str
+    path: tuple[str, ...]
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _parse_servers(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+ENV_OVERRIDES: tuple[EnvOverride, ...] = (
+    EnvOverride("ECG_BOOTSTRAP_SERVERS", ("kafka", "bootstrap_servers"), _parse_servers,
+                "comma-separated host:port list"),
+    EnvOverride("ECG_GROUP_ID", ("kafka", "group_id"), str, "consumer group id"),
+    EnvOverride("ECG_CLIENT_ID", ("kafka", "client_id"), str, "Kafka client id"),
+    EnvOverride("ECG_INPUT_TOPIC", ("topics", "input"), str, "input topic"),
+    EnvOverride("ECG_SCORES_TOPIC", ("topics", "scores"), str, "scores topic"),
+    EnvOverride("ECG_ANOMALIES_TOPIC", ("topics", "anomalies"), str, "anomalies topic"),
+    EnvOverride("ECG_DLQ_TOPIC", ("topics", "dead_letter"), str, "dead-letter topic"),
+    EnvOverride("ECG_CREATE_TOPICS", ("topics", "create_topics"), _parse_bool,
+                "create missing topics (true/false)"),
+    EnvOverride("ECG_MAX_BATCH_SIZE", ("batching", "max_batch_size"), int, "records per batch"),
+    EnvOverride("ECG_MAX_WAIT_MS", ("batching", "max_wait_ms"), int, "batch wait in ms"),
+    EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
+    EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
+    EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+)  # fmt: skip
+
+
+def env_help() -> str:
+    """The environment overrides as lines for ``--help``."""
+    lines = ["environment overrides (applied on top of the config file):"]
+    for item in ENV_OVERRIDES:
+        lines.append(f"  {item.name:<24} {'.'.join(item.path):<26} {item.help}")
+    return "\n".join(lines)
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for item in ENV_OVERRIDES:
+        text = env.get(item.name)
+        if text is None or text == "":
+            continue
+        try:
+            value = item.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"environment {item.name}={text!r}: {exc}") from exc
+        target = data
+        for part in item.path[:-1]:
+            section = target.get(part)
+            if section is None:
+                section = target[part] = {}
+            elif not isinstance(section, dict):
+                raise ConfigError(f"config: section {part!r} must be a mapping")
+            target = section
+        target[item.path[-1]] = value
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types."""
+    label = prefix.rstrip(".") or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {label} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{_did_you_mean(key, known)}")
+    values: dict[str, Any] = {}
+    for name in known:
+        if name not in data:
+            continue
+        dotted = f"{prefix}{name}"
+        default = getattr(cls(), name) if name not in _NESTED else None
+        if name in _NESTED and cls is WorkerConfig:
+            values[name] = _build(_NESTED[name], data[name] or {}, where, f"{dotted}.")
+        else:
+            values[name] = _coerce(data[name], default, dotted, where)
+    return cls(**values)
+
+
+_NESTED: dict[str, type] = {
+    "kafka": KafkaConfig,
+    "topics": TopicsConfig,
+    "batching": BatchingConfig,
+    "limits": LimitsConfig,
+    "metrics": MetricsConfig,
+    "startup": StartupConfig,
+    "drift": DriftConfig,
+}
+
+
+def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
+    """Check ``value`` against the type of its default and convert it."""
+    if dotted == "kafka.bootstrap_servers":
+        servers = _parse_servers(value) if isinstance(value, str) else value
+        if (
+            not isinstance(servers, list)
+            or not servers
+            or not all(isinstance(s, str) and s for s in servers)
+        ):
+            raise ConfigError(
+                f"{where}: {dotted} must be 'host:port' or a list of them, got {value!r}"
+            )
+        return tuple(servers)
+    if dotted == "kafka.client":
+        return _client_settings(value, where)
+    if isinstance(default, Path):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {dotted} must be a path string, got {value!r}")
+        return Path(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {dotted} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {dotted} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {dotted} must be a non-empty string, got {value!r}")
+        return value
+    raise AssertionError(f"no coercion for {dotted}")  # pragma: no cover - programming error
+
+
+def _client_settings(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: kafka.client must be a mapping of kafka-python settings")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: kafka.client has a non-string key {key!r}")
+        if key in RESERVED_CLIENT_KEYS:
+            raise ConfigError(
+                f"{where}: kafka.client.{key} is set by the worker itself and cannot be passed "
+                "through (see docs/worker.md)"
+            )
+        if key not in CLIENT_KEYS:
+            raise ConfigError(
+                f"{where}: unknown kafka-python setting 'kafka.client.{key}'"
+                f"{_did_you_mean(key, CLIENT_KEYS)}"
+            )
+        if key.endswith("_ms") or key in ("max_request_size", "retries", "batch_size"):
+            number = value[key]
+            if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+                raise ConfigError(
+                    f"{where}: kafka.client.{key} must be a non-negative number, got {number!r}"
+                )
+    return MappingProxyType(dict(value))
+
+
+def _did_you_mean(key: str, known: Any) -> str:
+    match = difflib.get_close_matches(str(key), sorted(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+# A dead letter carries the original bytes plus headers; keep room for them in one request.
+DLQ_HEADROOM_BYTES = 4096
+
+
+def _cross_check(config: WorkerConfig, where: str) -> None:
+    def fail(message: str) -> None:
+        raise ConfigError(f"{where}: {message}")
+
+    topics = config.topics
+    names = topics.names()
+    for name, value in zip(("input", "scores", "anomalies", "dead_letter"), names, strict=True):
+        if not value.strip() or len(value) > 249:
+            fail(f"topics.{name} {value!r} is not a valid topic name")
+    if len(set(names)) != len(names):
+        fail(f"topics.input/scores/anomalies/dead_letter must be four distinct names, got {names}")
+    if topics.partitions < 1 or topics.replication_factor < 1:
+        fail("topics.partitions and topics.replication_factor must be >= 1")
+    if config.kafka.auto_offset_reset not in OFFSET_RESETS:
+        fail(f"kafka.auto_offset_reset must be one of {OFFSET_RESETS}")
+    batching = config.batching
+    if batching.max_batch_size < 1:
+        fail(f"batching.max_batch_size must be >= 1, got {batching.max_batch_size}")
+    if batching.max_wait_ms < 0:
+        fail(f"batching.max_wait_ms must be >= 0, got {batching.max_wait_ms}")
+    if batching.max_wait_ms >= config.kafka.request_timeout_ms:
+        fail(
+            f"batching.max_wait_ms ({batching.max_wait_ms}) must be less than the Kafka "
+            f"request_timeout_ms ({config.kafka.request_timeout_ms})"
+        )
+    limit = config.limits.max_record_bytes
+    if limit < 1:
+        fail(f"limits.max_record_bytes must be >= 1, got {limit}")
+    if limit + DLQ_HEADROOM_BYTES > config.kafka.max_request_size:
+        fail(
+            f"limits.max_record_bytes ({limit}) + {DLQ_HEADROOM_BYTES} bytes of dead-letter "
+            f"headers must fit in the producer's max_request_size ({config.kafka.max_request_size})"
+        )
+    if not 0 <= config.metrics.port <= 65535:
+        fail(f"metrics.port must be 0..65535, got {config.metrics.port}")
+    if config.metrics.lag_interval_ms < 100:
+        fail("metrics.lag_interval_ms must be >= 100")
+    if config.metrics.stall_timeout_ms <= batching.max_wait_ms:
+        fail("metrics.stall_timeout_ms must exceed batching.max_wait_ms")
+    if config.startup.timeout_ms < 100:
+        fail(f"startup.timeout_ms must be >= 100, got {config.startup.timeout_ms}")
+    drift = config.drift
+    if drift.window_size < 10:
+        fail(f"drift.window_size must be >= 10, got {drift.window_size}")
+    if not 1 <= drift.min_samples <= drift.window_size:
+        fail(f"drift.min_samples must be between 1 and drift.window_size ({drift.window_size})")

@@ -1,0 +1,134 @@
+"""The Kafka edges of the worker: check the broker and topics at start-up, build the clients.
+
+Start-up is bounded by ``startup.timeout_ms``: an unreachable broker or a missing topic is
+a ``BrokerError`` that names the address or the topic, not an endless retry. With
+``topics.create_topics: true`` (development) missing topics are created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from worker.config import CONSUMER_KEYS, WorkerConfig
+from worker.errors import BrokerError
+from worker.rebalance import PartitionTracker
+
+log = logging.getLogger(__name__)
+
+# Defaults the worker picks for the producer; ``kafka.client`` may override them.
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger_ms": 5, "allow_auto_create_topics": False}
+CONSUMER_DEFAULTS: dict[str, Any] = {"allow_auto_create_topics": False}
+
+
+@dataclass
+class KafkaClients:
+    """The consumer (subscribed, with the tracker as rebalance listener) and the producer."""
+
+    consumer: KafkaConsumer
+    producer: KafkaProducer
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close both; the consumer leaves the group (no auto-commit)."""
+        try:
+            self.producer.close(timeout=timeout_s)
+        except KafkaError as exc:  # pragma: no cover - best effort on the way out
+            log.warning("closing the producer: %r", exc)
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=int(timeout_s * 1000))
+        except KafkaError as exc:  # pragma: no cover - best effort on the way out
+            log.warning("closing the consumer: %r", exc)
+
+
+def _common(config: WorkerConfig) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": list(config.kafka.bootstrap_servers),
+        "client_id": config.kafka.client_id,
+        "bootstrap_timeout_ms": config.startup.timeout_ms,
+    }
+
+
+def _where(config: WorkerConfig) -> str:
+    return ",".join(config.kafka.bootstrap_servers)
+
+
+def ensure_topics(config: WorkerConfig) -> None:
+    """Check that the four topics exist (creating them when configured); ``BrokerError``
+    when the broker is unreachable within ``startup.timeout_ms`` or a topic is missing."""
+    settings = {
+        k: v for k, v in config.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
+    }
+    timeout_ms = config.startup.timeout_ms
+    try:
+        admin = KafkaAdminClient(
+            **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
+        )
+    except KafkaError as exc:
+        raise BrokerError(
+            f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms ({exc!r}); "
+            "is the broker running? (make kafka-start)"
+        ) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in config.topics.names() if t not in existing]
+        if missing and config.topics.create_topics:
+            _create(admin, config, missing)
+        elif missing:
+            raise BrokerError(
+                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, or set "
+                "topics.create_topics: true for development)"
+            )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list or create topics on {_where(config)}: {exc!r}") from exc
+    finally:
+        admin.close()
+
+
+def _create(admin: KafkaAdminClient, config: WorkerConfig, names: list[str]) -> None:
+    topics = config.topics
+    log.info("creating topics %s (%d partitions)", ", ".join(names), topics.partitions)
+    new = [
+        NewTopic(
+            name, num_partitions=topics.partitions, replication_factor=topics.replication_factor
+        )
+        for name in names
+    ]
+    with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+        admin.create_topics(new, timeout_ms=config.startup.timeout_ms)
+
+
+def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
+    """Build the producer and the subscribed consumer (after ``ensure_topics``)."""
+    where = _where(config)
+    try:
+        producer = KafkaProducer(
+            **{
+                **PRODUCER_DEFAULTS,
+                **config.kafka.producer_settings(),
+                **_common(config),
+                "acks": "all",
+            }
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create a Kafka producer for {where}: {exc!r}") from exc
+    consumer_settings = {
+        **CONSUMER_DEFAULTS,
+        **{k: v for k, v in config.kafka.client.items() if k in CONSUMER_KEYS},
+        **_common(config),
+        "group_id": config.kafka.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": config.kafka.auto_offset_reset,
+    }
+    try:
+        consumer = KafkaConsumer(**consumer_settings)
+        consumer.subscribe([config.topics.input], listener=tracker)
+    except KafkaError as exc:
+        producer.close(timeout=5)
+        raise BrokerError(f"cannot create a Kafka consumer for {where}: {exc!r}") from exc
+    return KafkaClients(consumer=consumer, producer=producer)
