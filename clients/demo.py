@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -441,12 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see the module docstring for exit codes."""
     args = build_parser().parse_args(argv)
     if not Path(args.worker_config).is_file():
         print(f"ecg-demo: error: worker config {args.worker_config} not found", file=sys.stderr)
         return 2
+    # SIGTERM (e.g. from a CI timeout) takes the same path as Ctrl-C: stop what we started.
+    signal.signal(signal.SIGTERM, _interrupt)
     demo = Demo(args)
     code = 2
     try:
@@ -456,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     except KeyboardInterrupt:
         print("ecg-demo: interrupted; stopping what this run started", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let cleanup finish
         code = 130
     finally:
         try:

@@ -122,7 +122,9 @@ def load_fashion_mnist(
         missing = [name for name in FILES if not (directory / name).is_file()]
         if not missing:
             if tried:
-                log.warning("Fashion-MNIST: using %s (%s); skipped: %s", directory, source, tried)
+                log.warning(
+                    "Fashion-MNIST: using %s (%s); skipped %s", directory, source, "; ".join(tried)
+                )
             return _load_dir(directory, source)
         tried.append(f"{source} {directory}: missing {', '.join(missing)}")
 
