@@ -11,7 +11,8 @@
 
 Exit codes: 0 it all worked; 1 the run finished but something is wrong (a window not
 scored, a dead letter, metrics that differ from the artifact's, an unclean worker exit);
-2 a known error before that (broker, artifact, training, worker start-up); 130 Ctrl-C.
+2 a known error before that (broker, artifact, training, worker start-up); 130 Ctrl-C or
+SIGTERM. Whatever happens, what this run started is stopped again.
 """
 
 from __future__ import annotations

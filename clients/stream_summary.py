@@ -285,10 +285,10 @@ def format_summary(
         f"{m['fn']} missed anomalies, {m['tn']} normal windows passed",
         "",
     ]
-    columns: dict[str, Mapping[str, Any]] = {"stream (measured)": m}
+    columns: dict[str, dict[str, Any]] = {"stream (measured)": dict(m)}
     if recorded_metrics is not None:
-        columns["artifact (recorded test)"] = recorded_metrics
-    lines.append(metrics_table(dict(columns)))
+        columns["artifact (recorded test)"] = dict(recorded_metrics)
+    lines.append(metrics_table(columns))
     if comparable_note:
         lines.append(comparable_note)
     elif recorded_metrics is not None:

@@ -89,7 +89,8 @@ def load_ecg(
         return _finish(text, (str(path),), *_read_tutorial_csv(path))
     path = Path(text)
     if not path.is_file():
-        raise DataError(f"{path}: data file does not exist")
+        problem = "is not a file" if path.exists() else "data file does not exist"
+        raise DataError(f"{path}: {problem}")
     return _finish(text, (str(path),), *_read_tutorial_csv(path))
 
 

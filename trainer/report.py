@@ -95,7 +95,7 @@ def save_loss_curves(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="loss (mean absolute error)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(handles=handles, loc="upper right")
+    ax.legend(handles=handles, loc="center right")
     return _save(fig, path)
 
 
@@ -103,7 +103,10 @@ def _error_histogram(inputs: ReportInputs, path: Path) -> Path:
     errors = np.asarray(inputs.test_errors, np.float64)
     normal = errors[inputs.test_labels == 1]
     anomalous = errors[inputs.test_labels == 0]
-    bins = np.linspace(errors.min(), np.percentile(errors, 99.5), 60)
+    # A few extreme errors would squash the interesting part; they go into the last bin.
+    upper = max(float(np.percentile(errors, 99.5)), inputs.threshold * 1.1)
+    bins = np.linspace(errors.min(), upper, 60)
+    normal, anomalous = np.minimum(normal, upper), np.minimum(anomalous, upper)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(normal, bins=bins, alpha=0.6, color=NORMAL_COLOUR, label=f"normal ({normal.size})")
     ax.hist(
@@ -111,7 +114,7 @@ def _error_histogram(inputs: ReportInputs, path: Path) -> Path:
     )
     ax.axvline(inputs.threshold, color="black", ls="--", label=f"threshold {inputs.threshold:.4f}")
     ax.set(
-        xlabel="reconstruction error (mean absolute error per window)",
+        xlabel="reconstruction error (mean absolute error per window; last bin: and above)",
         ylabel="test windows",
         title="Reconstruction error on the test split",
     )

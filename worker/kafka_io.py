@@ -127,6 +127,10 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
     }
     try:
         consumer = KafkaConsumer(**consumer_settings)
+        # Load the input topic's metadata before joining the group: a group leader that
+        # joins without it assigns nothing and has to rebalance again right away.
+        if not consumer.partitions_for_topic(config.topics.input):
+            raise BrokerError(f"topic {config.topics.input!r} has no partitions on {where}")
         consumer.subscribe([config.topics.input], listener=tracker)
     except KafkaError as exc:
         producer.close(timeout=5)

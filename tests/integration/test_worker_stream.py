@@ -35,6 +35,8 @@ pytestmark = pytest.mark.integration
 
 WORKER = Path(sys.executable).parent / "ecg-worker"
 READY_TIMEOUT_S = 60.0
+# ECG_TEST_WORKER_LOG_LEVEL=DEBUG keeps kafka-python's detail in the workers' logs.
+LOG_LEVEL = os.environ.get("ECG_TEST_WORKER_LOG_LEVEL", "INFO")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -52,7 +54,7 @@ class Worker:
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [str(WORKER), "--config", str(self.config_path)],
+            [str(WORKER), "--config", str(self.config_path), "--log-level", LOG_LEVEL],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
