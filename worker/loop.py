@@ -36,7 +36,8 @@ from worker.drift import DriftMonitor
 from worker.health import HealthState
 from worker.metrics import BatchReport, WorkerMetrics
 from worker.rebalance import PartitionTracker
-from worker.scorer import Scorer, abnormal_segments
+from worker.scorer import Scorer
+from worker.segments import batch_abnormal_segments
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +221,16 @@ class WorkerLoop:
         now_ms = self._wall_ms()
         errors = scores.errors.tolist()
         flags = scores.anomalies.tolist()
+        flagged = np.flatnonzero(scores.anomalies)
+        segments = iter(batch_abnormal_segments(scores.sample_errors[flagged]))
         messages: list[Outgoing] = []
         append = messages.append
         for i, w in enumerate(windows):
             error, flag = errors[i], flags[i]
-            append(
-                Outgoing(
-                    scores_topic, w.key, encode_score(w, error, flag, threshold, version, now_ms)
-                )
-            )
+            value = encode_score(w, error, flag, threshold, version, now_ms)
+            append(Outgoing(scores_topic, w.key, value))
             if flag:
-                segments = abnormal_segments(scores.sample_errors[i])
-                value = encode_score(w, error, flag, threshold, version, now_ms, segments)
+                value = encode_score(w, error, flag, threshold, version, now_ms, next(segments))
                 append(Outgoing(anomalies_topic, w.key, value))
         dlq = self._topics.dead_letter
         for r in rejected:

@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scorer = Scorer(load_ecg_artifact(args.artifact))
         run = _score_input(scorer, args.input)
+        if not run.records:
+            raise DataError(f"{args.input}: no rows to score")
         _write_records(run.records, args.output)
     except EcgError as exc:
         print(f"ecg-score: error: {exc}", file=sys.stderr)

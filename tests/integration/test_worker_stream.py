@@ -184,9 +184,7 @@ def read(
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning, once ``until`` have arrived (or the
     timeout passed); then ``exact_wait_s`` more to catch unexpected extras."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
         consumer.assign(partitions)
@@ -285,7 +283,9 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(en
             expected_offsets[offset] = malformed[i][1]
             offset += 1
 
-    dead = read(env.broker.bootstrap_servers, env.topics.dead_letter, len(malformed), exact_wait_s=0.5)
+    dead = read(
+        env.broker.bootstrap_servers, env.topics.dead_letter, len(malformed), exact_wait_s=0.5
+    )
     scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, 12, exact_wait_s=0.5))
     assert sorted(s["id"] for s in scores) == sorted(f"ok-{i}" for i in range(12))
     assert len(dead) == len(malformed)
@@ -381,20 +381,16 @@ def test_kcat_produces_a_window_and_reads_its_score(env: Env, kcat: str) -> None
         check=True,
         timeout=30,
     )
-    result = subprocess.run(
-        [kcat, "-C", "-b", bootstrap, "-t", env.topics.scores, "-o", "beginning", "-c", "1",
-         "-e", "-f", "%k %s\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )  # fmt: skip
-    if not result.stdout.strip():  # not scored yet: wait for the first record
+    deadline = time.monotonic() + 30
+    while True:  # the documented read command stops at the end; retry until scored
         result = subprocess.run(
-            [kcat, "-C", "-b", bootstrap, "-t", env.topics.scores, "-o", "beginning", "-c", "1",
+            [kcat, "-C", "-b", bootstrap, "-t", env.topics.scores, "-o", "beginning", "-e",
              "-f", "%k %s\n"],
             capture_output=True, text=True, check=True, timeout=30,
         )  # fmt: skip
+        if result.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     key, _, value = result.stdout.strip().partition(" ")
     doc = orjson.loads(value)
     assert key == "device-7" and doc["id"] == "kcat-1"
@@ -442,7 +438,11 @@ def test_failed_publish_commits_nothing_exits_nonzero_and_restart_replays(env: E
     bootstrap = env.broker.bootstrap_servers
     fast_fail = {
         "kafka": {
-            "client": {"max_block_ms": 3000, "delivery_timeout_ms": 4000, "request_timeout_ms": 3000}
+            "client": {
+                "max_block_ms": 3000,
+                "delivery_timeout_ms": 4000,
+                "request_timeout_ms": 3000,
+            }
         }
     }
     worker = env.worker(**fast_fail)

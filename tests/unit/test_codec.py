@@ -111,7 +111,9 @@ def test_limit_is_inclusive() -> None:
 def test_encode_score_matches_the_documented_format() -> None:
     w = run(orjson.dumps({"id": "beat-17", "values": values(), "label": 1}))
     assert isinstance(w, Window)
-    doc = orjson.loads(encode_score(w, 0.0213, False, 0.0321, "3f1c2a9b0d4e5f67", 1_700_000_000_051))
+    doc = orjson.loads(
+        encode_score(w, 0.0213, False, 0.0321, "3f1c2a9b0d4e5f67", 1_700_000_000_051)
+    )
     assert doc == {
         "id": "beat-17",
         "error": 0.0213,

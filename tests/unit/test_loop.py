@@ -45,14 +45,14 @@ class Rig:
         self.consumer = FakeConsumer(self.clock, events=self.events)
         self.producer = FakeProducer(self.events)
         self.registry = CollectorRegistry()
-        self.config = replace(
-            WorkerConfig(), batching=BatchingConfig(max_batch_size, max_wait_ms)
-        )
+        self.config = replace(WorkerConfig(), batching=BatchingConfig(max_batch_size, max_wait_ms))
         self.tracker = PartitionTracker()
         self.tracker.on_partitions_assigned({TopicPartition(IN, 0), TopicPartition(IN, 1)})
         self.health = HealthState(60000, self.clock)
         self.drift = DriftMonitor(artifact.training_error_quantiles, 100, 10)
-        self.metrics = WorkerMetrics(artifact, max_batch_size, self.drift, self.registry, self.clock)
+        self.metrics = WorkerMetrics(
+            artifact, max_batch_size, self.drift, self.registry, self.clock
+        )
         self.scorer = Scorer(artifact)
         self.wall = [1_700_000_000_000]
         self.loop = WorkerLoop(
@@ -79,7 +79,9 @@ class Rig:
 
 def window_record(i: int, values: np.ndarray, partition: int = 0, offset: int | None = None):
     value = orjson.dumps({"id": f"w-{i}", "values": values.tolist(), "label": 1})
-    return FakeRecord(IN, partition, i if offset is None else offset, 1_699_999_999_900, b"dev", value)
+    return FakeRecord(
+        IN, partition, i if offset is None else offset, 1_699_999_999_900, b"dev", value
+    )
 
 
 def test_every_record_ends_as_exactly_one_score_or_dead_letter(ecg_artifact: EcgArtifact) -> None:
@@ -100,9 +102,14 @@ def test_every_record_ends_as_exactly_one_score_or_dead_letter(ecg_artifact: Ecg
     assert sorted(s["id"] for s in scores) == sorted(f"w-{i}" for i in range(10))
     assert sorted(d.value for d in dead) == sorted(bad)
     assert {dict(d.headers)["dlq.reason"] for d in dead} == {
-        b"not_json", b"empty", b"wrong_length", b"non_numeric"
+        b"not_json",
+        b"empty",
+        b"wrong_length",
+        b"non_numeric",
     }
-    assert all(d.key == b"dev" for d in dead) and all(s.key == b"dev" for s in rig.producer.by_topic(SCORES))
+    assert all(d.key == b"dev" for d in dead) and all(
+        s.key == b"dev" for s in rig.producer.by_topic(SCORES)
+    )
     assert rig.committed() == 14
     assert rig.metric("ecg_windows_consumed_total") == 14
     assert rig.metric("ecg_windows_scored_total") == 10
@@ -131,7 +138,12 @@ def test_scores_equal_the_offline_scorer_and_anomalies_carry_segments(
         assert s["anomaly"] is bool(offline.anomalies[i])
         assert s["threshold"] == ecg_artifact.threshold
         assert s["fields"] == {"label": 1}
-        assert s["source"] == {"topic": IN, "partition": 0, "offset": i, "timestamp_ms": 1_699_999_999_900}
+        assert s["source"] == {
+            "topic": IN,
+            "partition": 0,
+            "offset": i,
+            "timestamp_ms": 1_699_999_999_900,
+        }
     flagged = {f"w-{i}" for i in range(40) if offline.anomalies[i]}
     assert 0 < len(flagged) < 40
     assert {a["id"] for a in anomalies} == flagged
@@ -160,7 +172,7 @@ def test_failed_publish_commits_nothing_and_raises(ecg_artifact: EcgArtifact) ->
     rig.producer.fail_topics = {SCORES}
     windows = synthetic_windows(4)
     rig.consumer.feed(window_record(i, windows[i]) for i in range(4))
-    with pytest.raises(ProduceFailed, match="not acknowledged.*offsets not committed"):
+    with pytest.raises(ProduceFailed, match=r"not acknowledged.*offsets not committed"):
         rig.loop.step()
     assert rig.consumer.commits == []
     assert rig.metric("ecg_produce_failures_total") == 1
@@ -248,12 +260,16 @@ def test_values_overflowing_float32_are_dead_lettered_not_fatal(ecg_artifact: Ec
 def test_offsets_are_committed_per_partition(ecg_artifact: EcgArtifact) -> None:
     rig = Rig(ecg_artifact, max_batch_size=6)
     w = synthetic_windows(6)
-    rig.consumer.feed([window_record(i, w[i], partition=i % 2, offset=10 + i // 2) for i in range(6)])
+    rig.consumer.feed(
+        [window_record(i, w[i], partition=i % 2, offset=10 + i // 2) for i in range(6)]
+    )
     rig.loop.step()
     assert rig.committed(0) == 13 and rig.committed(1) == 13
 
 
-def test_lost_partition_records_in_hand_are_dropped_not_published(ecg_artifact: EcgArtifact) -> None:
+def test_lost_partition_records_in_hand_are_dropped_not_published(
+    ecg_artifact: EcgArtifact,
+) -> None:
     rig = Rig(ecg_artifact, max_batch_size=100, max_wait_ms=50)
     w = synthetic_windows(4)
     rig.consumer.feed([window_record(i, w[i], partition=i % 2, offset=i // 2) for i in range(4)])

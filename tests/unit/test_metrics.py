@@ -39,12 +39,14 @@ def test_every_metric_of_the_design_is_exposed(setup) -> None:
     assert len(documented) >= 17
     exposed = {m.name for m in registry.collect()}
     # Counters are exposed with _total; prometheus_client names the family without it.
-    missing = {n for n in documented if n not in exposed and n.removesuffix("_total") not in exposed}
+    missing = {
+        n for n in documented if n not in exposed and n.removesuffix("_total") not in exposed
+    }
     assert not missing
 
 
 def test_counters_start_at_zero_and_move_with_a_committed_batch(setup) -> None:
-    registry, clock, _, metrics = setup
+    registry, _, _, metrics = setup
     assert value(registry, "ecg_windows_consumed_total") == 0
     assert value(registry, "ecg_windows_rejected_total", {"reason": "not_json"}) == 0
     metrics.record_batch(
@@ -77,8 +79,12 @@ def test_error_histogram_has_the_threshold_as_a_bucket(setup, ecg_artifact: EcgA
     t = ecg_artifact.threshold
     assert t in error_buckets(t)
     metrics.reconstruction_error.observe_many(np.array([t * 0.5, t, t * 1.01, t * 20]))
-    labels = {s.labels["le"]: s.value for m in registry.collect() for s in m.samples
-              if s.name == "ecg_reconstruction_error_bucket"}
+    labels = {
+        s.labels["le"]: s.value
+        for m in registry.collect()
+        for s in m.samples
+        if s.name == "ecg_reconstruction_error_bucket"
+    }
     at_threshold = [v for k, v in labels.items() if k != "+Inf" and math.isclose(float(k), t)]
     assert at_threshold == [2.0]  # 0.5 t and t itself are <= t
     assert labels["+Inf"] == 4.0
@@ -100,9 +106,7 @@ def test_commit_age_is_computed_at_scrape_time(setup) -> None:
     registry, clock, _, metrics = setup
     clock.advance(7)
     assert value(registry, "ecg_last_commit_age_seconds") == pytest.approx(7)
-    metrics.record_batch(
-        BatchReport(1, 1, 0, {}, 0.001, np.array([0.1]), np.array([0.01]))
-    )
+    metrics.record_batch(BatchReport(1, 1, 0, {}, 0.001, np.array([0.1]), np.array([0.01])))
     clock.advance(2)
     assert value(registry, "ecg_last_commit_age_seconds") == pytest.approx(2)
 
@@ -111,12 +115,18 @@ def test_lag_per_partition_and_forgetting(setup) -> None:
     registry, _, _, metrics = setup
     metrics.set_lag("ecg.windows", 0, 12)
     metrics.set_lag("ecg.windows", 1, 0)
-    assert value(registry, "ecg_consumer_lag_records", {"topic": "ecg.windows", "partition": "0"}) == 12
+    assert (
+        value(registry, "ecg_consumer_lag_records", {"topic": "ecg.windows", "partition": "0"})
+        == 12
+    )
     metrics.forget_partition("ecg.windows", 0)
     metrics.forget_partition("ecg.windows", 7)  # never set: no error
-    assert registry.get_sample_value(
-        "ecg_consumer_lag_records", {"topic": "ecg.windows", "partition": "0"}
-    ) is None
+    assert (
+        registry.get_sample_value(
+            "ecg_consumer_lag_records", {"topic": "ecg.windows", "partition": "0"}
+        )
+        is None
+    )
 
 
 def test_drift_gauges_are_nan_then_computed(setup, ecg_artifact: EcgArtifact) -> None:

@@ -197,3 +197,10 @@ def test_offline_does_not_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_cli_empty_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "empty.csv"
+    src.write_text("\n\n")
+    assert main(["--artifact", str(artifact), "--input", str(src)]) == 2
+    assert "empty.csv: no rows to score" in capsys.readouterr().err

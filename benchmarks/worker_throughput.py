@@ -1,0 +1,292 @@
+"""Worker throughput: windows per second for each stage of the hot path, and end to end.
+
+    .venv/bin/python benchmarks/worker_throughput.py [--artifact artifacts/ecg] [--n 20000]
+        [--bootstrap 127.0.0.1:9092]
+
+Stages, measured in this process on the same windows:
+- decode: ``codec.decode`` of an orjson-encoded ``{"id", "values", "label"}`` record;
+- score: ``Scorer.score`` of batches of ``--batch`` windows (one model call each);
+- loop (fakes): the whole ``WorkerLoop`` (decode, batch, score, encode, publish, commit)
+  with an in-memory consumer/producer, i.e. the worker's own ceiling without a broker;
+- broker (with ``--bootstrap``): the loop against a real Kafka broker on fresh topics,
+  from the first poll until every window is committed.
+
+Without ``--artifact`` (or when it does not exist) a random-weight model of the tutorial's
+shape (140-32-16-8-16-32-140) is used; scoring cost depends only on the shape.
+"""
+
+# ruff: noqa: E402 - the BLAS setting must precede the numpy import, as in ecg-worker.
+from __future__ import annotations
+
+import os
+
+from worker.cli import BLAS_THREAD_VARIABLES
+
+for _name in BLAS_THREAD_VARIABLES:
+    os.environ.setdefault(_name, "1")
+
+import argparse
+import itertools
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from worker.artifact import DenseLayer, EcgArtifact, Normalisation, load_ecg_artifact
+from worker.codec import decode
+from worker.config import BatchingConfig, KafkaConfig, TopicsConfig, WorkerConfig
+from worker.delivery import AtLeastOnceDelivery
+from worker.health import HealthState
+from worker.loop import WorkerLoop
+from worker.metrics import WorkerMetrics
+from worker.rebalance import PartitionTracker
+from worker.scorer import Scorer
+
+TUTORIAL_SHAPE = (140, 32, 16, 8, 16, 32, 140)
+
+
+def random_artifact(seed: int = 0) -> EcgArtifact:
+    """A tutorial-shaped model with random weights (for timing only)."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(TUTORIAL_SHAPE)):
+        act = "sigmoid" if i == len(TUTORIAL_SHAPE) - 2 else "relu"
+        layers.append(
+            DenseLayer(
+                rng.normal(0, 0.2, (n_in, n_out)).astype(np.float32),
+                np.zeros(n_out, np.float32),
+                act,
+            )
+        )
+    return EcgArtifact(
+        path=Path("random"),
+        model_version="random0000000000",
+        window_length=140,
+        normalisation=Normalisation(-6.0, 8.0),
+        threshold=0.05,
+        threshold_rule="mean_std",
+        profile="tutorial",
+        training_error_quantiles=tuple(np.linspace(0.01, 0.1, 101)),
+        layers=tuple(layers),
+        metadata={},
+    )
+
+
+def make_records(n: int, seed: int = 1) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    windows = rng.normal(0, 1, (n, 140))
+    return [
+        orjson.dumps({"id": f"bench-{i}", "values": row.tolist(), "label": 1})
+        for i, row in enumerate(windows)
+    ]
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:>12,.0f} windows/s  ({seconds * 1e6 / n:7.2f} us/window)"
+
+
+def bench_decode(records: list[bytes]) -> float:
+    start = time.perf_counter()
+    for offset, value in enumerate(records):
+        decode(value, b"dev", "ecg.windows", 0, offset, 0, 140, 65536)
+    return time.perf_counter() - start
+
+
+def bench_score(artifact: EcgArtifact, n: int, batch: int) -> float:
+    scorer = Scorer(artifact)
+    windows = np.random.default_rng(2).normal(0, 1, (n, 140))
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        scorer.score(windows[i : i + batch])
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes
+
+
+class _Future:
+    is_done = True
+    exception = None
+
+
+class _Consumer:
+    def __init__(self, records: list[_Record], poll_records: int = 500) -> None:
+        self._records = records
+        self._next = 0
+        self._poll_records = poll_records
+        self.committed_offsets: dict[Any, int] = {}
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        chunk = self._records[self._next : self._next + self._poll_records]
+        self._next += len(chunk)
+        return {TopicPartition("ecg.windows", 0): chunk} if chunk else {}
+
+    def commit(self, offsets: dict, timeout_ms: Any = None) -> None:
+        for tp, meta in offsets.items():
+            self.committed_offsets[tp] = meta.offset
+
+    def committed(self, tp: Any) -> int | None:
+        return self.committed_offsets.get(tp)
+
+    def end_offsets(self, partitions: list) -> dict:
+        return {tp: len(self._records) for tp in partitions}
+
+    def beginning_offsets(self, partitions: list) -> dict:
+        return {tp: 0 for tp in partitions}
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = defaultdict(int)
+
+    def send(self, topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+        self.sent[topic] += 1
+        return _Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def bench_loop_fakes(artifact: EcgArtifact, records: list[bytes], batch: int) -> float:
+    now = time.time_ns() // 1_000_000
+    recs = [_Record("ecg.windows", 0, i, now, b"dev", v) for i, v in enumerate(records)]
+    consumer, producer = _Consumer(recs), _Producer()
+    config = replace(WorkerConfig(), batching=BatchingConfig(batch, 50))
+    tracker = PartitionTracker()
+    tracker.on_partitions_assigned({TopicPartition("ecg.windows", 0)})
+    metrics = WorkerMetrics(artifact, batch, None, CollectorRegistry())
+    loop = WorkerLoop(
+        config,
+        consumer,
+        AtLeastOnceDelivery(producer, consumer, 30.0),
+        Scorer(artifact),
+        metrics,
+        tracker,
+        HealthState(60000),
+    )
+    start = time.perf_counter()
+    while consumer.committed_offsets.get(TopicPartition("ecg.windows", 0), 0) < len(recs):
+        loop.step()
+        if consumer._next >= len(recs):
+            loop.drain()
+    elapsed = time.perf_counter() - start
+    assert producer.sent["ecg.scores"] == len(recs)
+    share = producer.sent["ecg.anomalies"] / len(recs)
+    print(f"  (loop: {share:.0%} of the windows flagged, each published twice)")
+    return elapsed
+
+
+def bench_broker(artifact: EcgArtifact, records: list[bytes], batch: int, bootstrap: str) -> float:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    from worker.kafka_io import connect, ensure_topics
+
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicsConfig(
+        input=f"bench-{tag}.windows",
+        scores=f"bench-{tag}.scores",
+        anomalies=f"bench-{tag}.anomalies",
+        dead_letter=f"bench-{tag}.dlq",
+        create_topics=True,
+    )
+    config = replace(
+        WorkerConfig(),
+        kafka=KafkaConfig(bootstrap_servers=(bootstrap,), group_id=f"bench-{tag}"),
+        topics=topics,
+        batching=BatchingConfig(batch, 20),
+    )
+    ensure_topics(config)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for i, value in enumerate(records):
+        producer.send(topics.input, value=value, key=f"device-{i % 8}".encode())
+    producer.flush()
+    producer.close()
+    tracker = PartitionTracker()
+    clients = connect(config, tracker)
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(artifact, batch, None, registry)
+    loop = WorkerLoop(
+        config,
+        clients.consumer,
+        AtLeastOnceDelivery(clients.producer, clients.consumer, 60.0),
+        Scorer(artifact),
+        metrics,
+        tracker,
+        HealthState(600000),
+    )
+    n = len(records)
+    started: list[float] = []
+
+    def consumed() -> float:
+        return registry.get_sample_value("ecg_windows_consumed_total") or 0.0
+
+    def watch() -> None:
+        while consumed() == 0:
+            time.sleep(0.001)
+        started.append(time.perf_counter())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 300
+        while consumed() < n and time.monotonic() < deadline:
+            loop.step()
+        end = time.perf_counter()
+    finally:
+        clients.close()
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.delete_topics(list(topics.names()))
+        admin.close()
+    watcher.join(timeout=1)
+    if consumed() < n:
+        raise SystemExit(f"broker run did not finish: {consumed():.0f} of {n}")
+    # From the first committed batch to the last: excludes the group join.
+    return end - started[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", default="artifacts/ecg")
+    parser.add_argument("--n", type=int, default=20000, help="windows per stage")
+    parser.add_argument("--batch", type=int, default=256, help="max_batch_size")
+    parser.add_argument("--bootstrap", help="also run against this Kafka broker")
+    args = parser.parse_args(argv)
+    if Path(args.artifact).is_dir():
+        artifact = load_ecg_artifact(args.artifact)
+        label = f"{args.artifact} ({artifact.model_version})"
+    else:
+        artifact = random_artifact()
+        label = "random weights, tutorial shape 140-32-16-8-16-32-140"
+    records = make_records(args.n)
+    print(f"model: {label}; {args.n} windows; batch {args.batch}")
+    print(f"decode          {rate(args.n, bench_decode(records))}")
+    print(f"score           {rate(args.n, bench_score(artifact, args.n, args.batch))}")
+    print(f"loop (fakes)    {rate(args.n, bench_loop_fakes(artifact, records, args.batch))}")
+    if args.bootstrap:
+        seconds = bench_broker(artifact, records, args.batch, args.bootstrap)
+        print(f"loop (broker)   {rate(args.n, seconds)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Helpers for integration tests that run a real ``ecg-worker`` and look at what it did:
+read a topic back, call its HTTP endpoints, parse a real scrape of ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+# One sample of a scrape: (sample name, sorted label pairs).
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
+    """``GET http://127.0.0.1:PORT/PATH`` -> (status, body); a 4xx/5xx is an answer, not an
+    error. Raises ``OSError`` when nothing listens (yet)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", errors="replace")
+
+
+def parse_scrape(text: str) -> dict[SampleKey, float]:
+    """Every sample of a Prometheus text exposition, keyed by name and sorted labels."""
+    samples: dict[SampleKey, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return samples
+
+
+def sample(samples: dict[SampleKey, float], name: str, **labels: str) -> float | None:
+    """The value of one sample of ``parse_scrape`` output, or None when it is not exposed."""
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: int,
+    timeout_s: float = 30.0,
+    exact_wait_s: float = 0.0,
+) -> list[Any]:
+    """Every record of ``topic`` (all partitions) from the beginning, once ``until`` have
+    arrived or ``timeout_s`` passed; then ``exact_wait_s`` more to catch unexpected extras."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        extra_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            if len(records) >= until and extra_deadline is None:
+                extra_deadline = now + exact_wait_s
+            if (extra_deadline is not None and now >= extra_deadline) or now >= deadline:
+                return records
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+
+
+def group_offsets(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, tuple[int | None, int]]:
+    """``{partition: (committed offset of group, log end offset)}`` as the broker sees it."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = consumer.end_offsets(tps)
+        return {tp.partition: (consumer.committed(tp), int(ends[tp])) for tp in tps}
+    finally:
+        consumer.close()
