@@ -6,7 +6,8 @@ Labels follow the tutorial: 1 = normal, 0 = anomalous. ``accuracy``, ``precision
 not flagged), so they compare with its 0.944 / 0.992 / 0.907; ``anomaly_*`` treat the
 anomaly as the positive class; ``roc_auc`` ranks windows by error as the anomaly score.
 
-scikit-learn is imported lazily: the streaming worker never computes these.
+numpy only: ``ecg-score`` runs where only the worker's dependencies are installed.
+The definitions match scikit-learn's (``tests/unit/test_evaluation.py`` checks that).
 """
 
 from __future__ import annotations
@@ -38,14 +39,6 @@ def detection_metrics(
     Also returns the counts (``windows``, ``normal``, ``anomalous``, ``tp``.. with positive
     = anomaly). ``roc_auc`` is ``None`` when only one class is present.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        f1_score,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
     y = np.asarray(labels).astype(np.int64).reshape(-1)
     flags = np.asarray(anomalies, dtype=bool).reshape(-1)
     scores = np.asarray(errors, dtype=np.float64).reshape(-1)
@@ -57,26 +50,49 @@ def detection_metrics(
         raise DataError("no labelled windows to evaluate")
     if not np.isin(y, (0, 1)).all():
         raise DataError("labels must be 0 (anomalous) or 1 (normal)")
-    predicted_normal = (~flags).astype(np.int64)
-    is_anomaly = (y == 0).astype(np.int64)
-    flagged = flags.astype(np.int64)
-    both_classes = 0 < int(is_anomaly.sum()) < y.size
+    anomaly = y == 0
+    tp = int((flags & anomaly).sum())
+    fp = int((flags & ~anomaly).sum())
+    tn = int((~flags & ~anomaly).sum())
+    fn = int((~flags & anomaly).sum())
     return {
-        "accuracy": float(accuracy_score(y, predicted_normal)),
-        "precision": float(precision_score(y, predicted_normal, zero_division=0)),
-        "recall": float(recall_score(y, predicted_normal, zero_division=0)),
-        "anomaly_precision": float(precision_score(is_anomaly, flagged, zero_division=0)),
-        "anomaly_recall": float(recall_score(is_anomaly, flagged, zero_division=0)),
-        "anomaly_f1": float(f1_score(is_anomaly, flagged, zero_division=0)),
-        "roc_auc": float(roc_auc_score(is_anomaly, scores)) if both_classes else None,
+        "accuracy": (tp + tn) / y.size,
+        # positive = normal (the tutorial): a "normal" prediction is an unflagged window
+        "precision": _ratio(tn, tn + fn),
+        "recall": _ratio(tn, tn + fp),
+        "anomaly_precision": _ratio(tp, tp + fp),
+        "anomaly_recall": _ratio(tp, tp + fn),
+        "anomaly_f1": _ratio(2 * tp, (tp + fn) + (tp + fp)),
+        "roc_auc": roc_auc(anomaly, scores),
         "windows": int(y.size),
-        "normal": int((y == 1).sum()),
-        "anomalous": int(is_anomaly.sum()),
-        "tp": int((flags & (y == 0)).sum()),
-        "fp": int((flags & (y == 1)).sum()),
-        "tn": int((~flags & (y == 1)).sum()),
-        "fn": int((~flags & (y == 0)).sum()),
+        "normal": int((~anomaly).sum()),
+        "anomalous": int(anomaly.sum()),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
     }
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` class, or
+    ``None`` with a single class. Mann-Whitney form with tied scores counted as half,
+    which equals the trapezoidal area scikit-learn computes."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # average 1-based rank of each distinct score, ties sharing the mean of their ranks
+    first_rank = np.cumsum(counts) - counts + 1
+    ranks = (first_rank + (counts - 1) / 2.0)[inverse]
+    u = float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else 0.0
 
 
 def metrics_table(columns: dict[str, dict[str, Any]], names: tuple[str, ...] = METRIC_NAMES) -> str:

@@ -195,7 +195,10 @@ class WorkerLoop:
             return
         acked_ms = self._wall_ms()
         self._committed.update(offsets)
-        stamps = np.fromiter((i.timestamp_ms for i in items), dtype=np.float64, count=len(items))
+        # End-to-end latency is that of a score: dead letters are counted, not timed.
+        stamps = np.fromiter(
+            (w.timestamp_ms for w in windows), dtype=np.float64, count=len(windows)
+        )
         latencies = (acked_ms - stamps[stamps >= 0]) / 1000.0
         reasons = Counter(r.reason for r in rejected)
         self._metrics.record_batch(

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +112,15 @@ class Observed:
     dead_letters: list[Any]
     at: str  # evaluation time: the timestamp of the last scrape (seconds, as Prometheus says)
     range_s: int  # a range that reaches back before the first scrape
-    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
+        """Records sent to the input topic."""
         return VALID + len(MALFORMED)
 
     @property
     def rejected_by_reason(self) -> Counter[str]:
+        """Malformed records sent, by the reason they must be rejected with."""
         return Counter(reason for _, reason in MALFORMED)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -135,18 +136,17 @@ class Observed:
         assert len(result) == 1, f"{expr!r} returned {result}"
         return float(result[0]["value"][1])
 
-    def count(self, rate_expr: str) -> float:
-        """``rate(...)`` over the whole test, turned back into the number of events."""
-        return self.one(rate_expr) * self.range_s
-
     def log(self) -> str:
+        """The end of the worker's log, for failure messages."""
         return self.worker.log_path.read_text(errors="replace")[-4000:]
 
 
 # --------------------------------------------------------------------------- the replay
 
 
-def _worker_env(broker: KafkaBroker, topics: TopicNames, group: str, artifact: Path, port: int):
+def _worker_env(
+    broker: KafkaBroker, topics: TopicNames, group: str, artifact: Path, port: int
+) -> dict[str, str]:
     """Every ``ECG_*`` override of the worker, so the caller's environment cannot leak in;
     the rest comes from the shipped ``deploy/worker.yaml``."""
     return {
@@ -259,7 +259,9 @@ def observed(
         consumed_ms = time.time_ns() // 1_000_000
 
         bootstrap = kafka_broker.bootstrap_servers
-        scores = [orjson.loads(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 1)]
+        scores = [
+            orjson.loads(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
+        ]
         flagged = sum(1 for s in scores if s["anomaly"] is True)
         anomalies = [
             orjson.loads(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
@@ -384,18 +386,6 @@ def test_end_to_end_latency_is_observed_once_per_score(observed: Observed) -> No
     assert count == VALID
 
 
-def test_lag_is_zero_per_partition_and_matches_the_broker(observed: Observed) -> None:
-    lag = {
-        (r["metric"]["topic"], r["metric"]["partition"]): float(r["value"][1])
-        for r in _panel(observed, "Consumer lag per partition")
-    }
-    offsets = group_offsets(observed.bootstrap, observed.group, observed.topics.input, [0, 1])
-
-    assert lag == {(observed.topics.input, "0"): 0.0, (observed.topics.input, "1"): 0.0}
-    # The broker agrees: everything sent to a partition was committed by the worker's group.
-    assert offsets == {p: (n, n) for p, n in observed.sent_by_partition.items()}
-
-
 # --------------------------------------------------------------------------- dashboard
 
 
@@ -437,6 +427,18 @@ def test_every_dashboard_query_runs_and_shows_data(observed: Observed) -> None:
     assert len(dashboard_queries()) >= 20
     assert not missing, f"panels without data after a replay: {missing}"
     assert not not_finite, f"panels showing NaN/Inf after a replay: {not_finite}"
+
+
+def test_lag_is_zero_per_partition_and_matches_the_broker(observed: Observed) -> None:
+    lag = {
+        (r["metric"]["topic"], r["metric"]["partition"]): float(r["value"][1])
+        for r in _panel(observed, "Consumer lag per partition")
+    }
+    offsets = group_offsets(observed.bootstrap, observed.group, observed.topics.input, [0, 1])
+
+    assert lag == {(observed.topics.input, "0"): 0.0, (observed.topics.input, "1"): 0.0}
+    # The broker agrees: everything sent to a partition was committed by the worker's group.
+    assert offsets == {p: (n, n) for p, n in observed.sent_by_partition.items()}
 
 
 def test_overview_panels_show_the_live_model_and_what_was_sent(observed: Observed) -> None:

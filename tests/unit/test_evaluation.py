@@ -50,3 +50,31 @@ def test_table_lists_every_metric_per_column() -> None:
     assert lines[0].split() == ["metric", "a", "b"]
     assert lines[1].split() == ["accuracy", "0.5000", "0.2500"]
     assert lines[-1].split() == ["roc_auc", "-", "-"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_scikit_learn(seed: int) -> None:
+    """The numpy definitions equal scikit-learn's, including tied errors."""
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 500)
+    # float32 errors rounded to 3 decimals: many ties, as in real scores near the threshold
+    errors = np.round(rng.normal(0.03, 0.01, 500) + (labels == 0) * 0.02, 3).astype(np.float32)
+    flags = errors >= np.float32(0.04)
+    m = detection_metrics(labels, errors, flags)
+    normal_pred = (~flags).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, normal_pred), abs=1e-15)
+    assert m["precision"] == pytest.approx(precision_score(labels, normal_pred), abs=1e-15)
+    assert m["recall"] == pytest.approx(recall_score(labels, normal_pred), abs=1e-15)
+    anomaly = (labels == 0).astype(int)
+    assert m["anomaly_precision"] == pytest.approx(precision_score(anomaly, flags), abs=1e-15)
+    assert m["anomaly_recall"] == pytest.approx(recall_score(anomaly, flags), abs=1e-15)
+    assert m["anomaly_f1"] == pytest.approx(f1_score(anomaly, flags), abs=1e-15)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(anomaly, errors), abs=1e-12)

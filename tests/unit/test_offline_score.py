@@ -193,10 +193,10 @@ def test_offline_does_not_import_tensorflow() -> None:
 
     code = (
         "import sys, worker.offline, worker.evaluation;"
-        "print('tensorflow' in sys.modules, 'trainer' in sys.modules)"
+        "print('tensorflow' in sys.modules, 'trainer' in sys.modules, 'sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False False"
+    assert out.stdout.strip() == "False False False"
 
 
 def test_cli_empty_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:
