@@ -192,8 +192,8 @@ def write_outputs(
             "seed": settings.get("seed"),
             "batch_size": BATCH_SIZE,
             "history": result.history,
-            "wall_time_s": round(result.wall_time_s, 1),
         },
+        "run": {"wall_time_s": round(result.wall_time_s, 1)},
         "data": {
             "name": "fashion-mnist",
             "source": data.source,

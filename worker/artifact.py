@@ -38,6 +38,9 @@ ECG_KIND = "ecg-autoencoder"
 ACTIVATIONS = ("relu", "sigmoid", "linear")
 # Quantiles of the training reconstruction error stored for drift monitoring (0, 1, ..., 100 %).
 QUANTILE_LEVELS = tuple(float(q) for q in range(101))
+# Top-level metadata that records how a run went, not what the model is: left out of the
+# content hash so the same data, settings and seed give the same model_version.
+UNHASHED_KEYS = frozenset({"created_at", "run"})
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,8 @@ def write_artifact(
 ) -> dict[str, Any]:
     """Write ``model`` and ``metadata`` as an artifact directory, atomically.
 
-    ``metadata`` must contain ``kind``; ``schema_version``, ``model_version`` (a content
+    ``metadata`` must contain ``kind``; a top-level ``run`` section (wall time and other
+    provenance) is stored but not hashed. ``schema_version``, ``model_version`` (a content
     hash of the weights and metadata), ``created_at`` and, with ``dense_weights``, the
     ``model.activations`` list are filled in here. Returns the metadata as written.
     An existing artifact at ``out_dir`` is replaced.
@@ -275,7 +279,8 @@ def write_artifact(
     for name in sorted(arrays):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    hashed = {k: v for k, v in meta.items() if k not in UNHASHED_KEYS}
+    digest.update(json.dumps(hashed, sort_keys=True, default=str).encode())
     meta["model_version"] = digest.hexdigest()[:16]
     meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -16,6 +16,7 @@ from worker.artifact import (
     WEIGHTS_FILE,
     error_quantiles,
     load_ecg_artifact,
+    read_metadata,
     write_artifact,
 )
 from worker.errors import ArtifactError
@@ -73,6 +74,13 @@ def test_model_version_is_a_content_hash(tmp_path: Path, model: Any) -> None:
     changed = {**_metadata(), "threshold": 0.031}
     c = write_artifact(tmp_path / "c", model, changed, dense_weights=True)
     assert a["model_version"] == b["model_version"] != c["model_version"]
+
+
+def test_run_provenance_does_not_change_model_version(tmp_path: Path, model: Any) -> None:
+    a = write_artifact(tmp_path / "a", model, {**_metadata(), "run": {"wall_time_s": 1.0}})
+    b = write_artifact(tmp_path / "b", model, {**_metadata(), "run": {"wall_time_s": 9.5}})
+    assert a["model_version"] == b["model_version"]
+    assert read_metadata(tmp_path / "b")["run"] == {"wall_time_s": 9.5}
 
 
 def test_rewrite_replaces_existing_artifact(artifact_dir: Path, model: Any) -> None:
