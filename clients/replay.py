@@ -25,6 +25,7 @@ import orjson
 
 from clients.kafka_clients import default_bootstrap, make_producer
 from worker.errors import BrokerError, ConfigError, DataError, EcgError
+from worker.offline import CsvRejected, read_windows
 
 WINDOW_LENGTH = 140
 DEFAULT_TOPIC = "ecg.windows"
@@ -110,8 +111,10 @@ class Pacer:
 def read_csv(path: str | Path, window_length: int = WINDOW_LENGTH) -> list[ReplayWindow]:
     """Windows from a CSV: ``window_length`` numbers per line, optionally then a 0/1 label.
 
-    Blank lines are skipped. Ids are ``<file stem>-<line number>``. Raises ``DataError``
-    naming the file, line and column of the first problem.
+    Parsed by ``ecg-score``'s reader, so both tools accept the same files. Blank lines are
+    skipped. Ids are ``<file stem>-<line number>``. Unlike ``ecg-score``, replay sends
+    nothing from a file with a bad row: it raises ``DataError`` naming the file, line and
+    problem of the first one.
     """
     path = Path(path)
     if not path.is_file():
@@ -119,10 +122,11 @@ def read_csv(path: str | Path, window_length: int = WINDOW_LENGTH) -> list[Repla
     windows: list[ReplayWindow] = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            for line, fields in enumerate(csv.reader(f), start=1):
-                if not any(v.strip() for v in fields):
-                    continue
-                windows.append(_csv_window(path, line, fields, window_length))
+            for item in read_windows(f, window_length):
+                if isinstance(item, CsvRejected):
+                    raise DataError(f"{path}: line {item.row}: {item.detail}")
+                values = np.asarray(item.values, dtype=np.float64)
+                windows.append(ReplayWindow(f"{path.stem}-{item.row:04d}", values, item.label))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
     except (OSError, csv.Error) as exc:
@@ -130,40 +134,6 @@ def read_csv(path: str | Path, window_length: int = WINDOW_LENGTH) -> list[Repla
     if not windows:
         raise DataError(f"{path}: no windows (the file has no data lines)")
     return windows
-
-
-def _csv_window(path: Path, line: int, fields: list[str], window_length: int) -> ReplayWindow:
-    if len(fields) not in (window_length, window_length + 1):
-        raise DataError(
-            f"{path}: line {line} has {len(fields)} columns, expected {window_length} values "
-            f"(or {window_length + 1} with a 0/1 label last)"
-        )
-    values = np.empty(window_length, np.float64)
-    for column, text in enumerate(fields[:window_length], start=1):
-        try:
-            value = float(text)
-        except ValueError:
-            raise DataError(
-                f"{path}: line {line}, column {column}: {text.strip()!r} is not a number"
-            ) from None
-        if not math.isfinite(value):
-            raise DataError(
-                f"{path}: line {line}, column {column}: {text.strip()!r} is not a finite number"
-            )
-        values[column - 1] = value
-    label = None
-    if len(fields) == window_length + 1:
-        text = fields[-1].strip()
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
-        if number not in (0.0, 1.0):
-            raise DataError(
-                f"{path}: line {line}, column {window_length + 1}: label {text!r} is not 0 or 1"
-            )
-        label = int(number)
-    return ReplayWindow(id=f"{path.stem}-{line:04d}", values=values, label=label)
 
 
 def ecg5000_test_windows(source: str | None = None) -> list[ReplayWindow]:

@@ -63,11 +63,14 @@ def read_windows(lines: IO[str], window_length: int) -> Iterator[CsvWindow | Csv
             labelled = len(fields) == window_length + 1
         expected = window_length + 1 if labelled else window_length
         if len(fields) != expected:
-            layout = "+ a 0/1 label, like the first row" if labelled else "+ optional label"
-            if labelled is False:
-                layout = "no label, like the first row"
+            if labelled is None:
+                layout = f"{window_length} values, optionally followed by a 0/1 label"
+            elif labelled:
+                layout = f"{window_length} values and a 0/1 label, like the first row"
+            else:
+                layout = f"{window_length} values and no label, like the first row"
             yield CsvRejected(
-                row, "wrong_length", f"{len(fields)} values, expected {window_length} ({layout})"
+                row, "wrong_length", f"{len(fields)} columns, expected {expected} ({layout})"
             )
             continue
         yield _parse_row(row, fields, window_length, bool(labelled))

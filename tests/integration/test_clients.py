@@ -48,8 +48,7 @@ def _write_csv(path: Path, rows: int) -> np.ndarray:
     lines = []
     for i, row in enumerate(values):
         fields = [repr(float(v)) for v in row]
-        if i % 2 == 0:
-            fields.append(str(i % 4 // 2))  # labels on even lines only: 0, 1, 0, 1, ...
+        fields.append(str(i % 4 // 2))  # labels 0, 0, 1, 1, 0, 0, ...
         lines.append(",".join(fields))
     path.write_text("\n".join(lines) + "\n")
     return values
@@ -98,10 +97,7 @@ def test_replay_sends_csv_windows_keyed_by_device(
         np.testing.assert_array_equal(np.asarray(body["values"]), values[line - 1])
         assert record.key == f"device-{(line - 1) % 3:02d}".encode()
         assert record.timestamp == body["sent_at_ms"]
-        if line % 2 == 1:
-            assert body["label"] == (line - 1) % 4 // 2
-        else:
-            assert "label" not in body
+        assert body["label"] == (line - 1) % 4 // 2
     # Paced at 200/s: 12 windows span at least 11 intervals of 5 ms.
     stamps = sorted(r.timestamp for r in records)
     assert stamps[-1] - stamps[0] >= 50
@@ -146,7 +142,7 @@ def test_replay_with_a_bad_csv_names_the_line_and_sends_nothing(
     code = _replay_main(kafka_broker, ["--topic", topic_names.input, "--input", str(csv_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert f"ecg-replay: error: {csv_path}: line 2 has 70 columns" in err
+    assert f"ecg-replay: error: {csv_path}: line 2: 70 columns, expected 140" in err
     assert _read(kafka_broker.bootstrap_servers, topic_names.input, 1, expected=1) == []
 
 

@@ -28,6 +28,7 @@ from kafka.admin import KafkaAdminClient
 
 from tests.conftest import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
+from tests.integration.worker_helpers import read_topic as read
 from worker.artifact import load_ecg_artifact
 from worker.scorer import Scorer
 
@@ -177,31 +178,6 @@ def env(kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path) -> I
         yield environment
     finally:
         environment.close()
-
-
-def read(
-    bootstrap: str, topic: str, until: int, timeout_s: float = 30.0, exact_wait_s: float = 0.0
-) -> list[Any]:
-    """Every record of ``topic`` from the beginning, once ``until`` have arrived (or the
-    timeout passed); then ``exact_wait_s`` more to catch unexpected extras."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        extra_deadline: float | None = None
-        while True:
-            now = time.monotonic()
-            if len(records) >= until and extra_deadline is None:
-                extra_deadline = now + exact_wait_s
-            if (extra_deadline is not None and now >= extra_deadline) or now >= deadline:
-                return records
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
 
 
 def score_docs(records: list[Any]) -> list[dict[str, Any]]:

@@ -121,7 +121,7 @@ def test_score_file_rows_stay_aligned(artifact: Path) -> None:
     assert run.records[2] == {
         "row": 3,
         "rejected": "wrong_length",
-        "detail": "10 values, expected 140 (no label, like the first row)",
+        "detail": "10 columns, expected 140 (140 values and no label, like the first row)",
     }
     assert "error" not in run.records[2]
     assert run.records[3]["anomaly"] is True
@@ -172,7 +172,7 @@ def test_cli_bad_row_exit_1_and_stdout_stays_json(artifact: Path, tmp_path: Path
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["row"] for r in lines] == [1, 2, 3]
     assert lines[1]["rejected"] == "wrong_length"
-    assert "in.csv: row 2 rejected (wrong_length): 142 values" in captured.err
+    assert "in.csv: row 2 rejected (wrong_length): 142 columns" in captured.err
 
 
 def test_cli_missing_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:

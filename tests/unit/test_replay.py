@@ -105,28 +105,36 @@ def _row(values, label=None) -> str:
     return ",".join(fields)
 
 
-def test_read_csv_with_and_without_labels(tmp_path):
+@pytest.mark.parametrize("labels", [(1, 0), (None, None)])
+def test_read_csv_with_and_without_labels(tmp_path, labels):
     path = tmp_path / "beats.csv"
     a, b = np.linspace(-1, 1, N), np.linspace(2, 3, N)
-    path.write_text(_row(a, 1) + "\n\n" + _row(b) + "\n")
+    path.write_text(_row(a, labels[0]) + "\n\n" + _row(b, labels[1]) + "\n")
     windows = read_csv(path)
     assert [w.id for w in windows] == ["beats-0001", "beats-0003"]
-    assert [w.label for w in windows] == [1, None]
+    assert [w.label for w in windows] == list(labels)
     np.testing.assert_array_equal(windows[0].values, a)
     np.testing.assert_array_equal(windows[1].values, b)
+
+
+def test_read_csv_refuses_a_file_that_mixes_labelled_and_unlabelled_rows(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text(_row(np.zeros(N), 1) + "\n" + _row(np.ones(N)) + "\n")
+    with pytest.raises(DataError, match=r"mixed.csv: line 2: 140 columns, expected 141"):
+        read_csv(path)
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        (",".join(["1.0"] * 12), r"line 2 has 12 columns, expected 140 values \(or 141"),
+        (",".join(["1.0"] * 12), r"line 2: 12 columns, expected 141 \(140 values and a 0/1 label"),
         (
-            ",".join(["1.0"] * 3 + ["abc"] + ["1.0"] * 136),
-            r"line 2, column 4: 'abc' is not a number",
+            ",".join(["1.0"] * 3 + ["abc"] + ["1.0"] * 136 + ["0"]),
+            r"line 2: column 4: 'abc' is not a number",
         ),
-        (",".join(["1.0"] * 139 + ["nan"]), r"line 2, column 140: 'nan' is not a finite number"),
-        (",".join(["1.0"] * 140 + ["2"]), r"line 2, column 141: label '2' is not 0 or 1"),
-        (",".join(["1.0"] * 140 + ["normal"]), r"line 2, column 141: label 'normal' is not 0 or"),
+        (",".join(["1.0"] * 139 + ["nan", "0"]), r"line 2: column 140: nan is not finite"),
+        (",".join(["1.0"] * 140 + ["2"]), r"line 2: label '2' is not 0 or 1"),
+        (",".join(["1.0"] * 140 + ["normal"]), r"line 2: column 141: 'normal' is not a number"),
     ],
 )
 def test_read_csv_names_file_line_and_problem(tmp_path, line, message):
@@ -152,10 +160,10 @@ def test_read_csv_missing_empty_and_binary_files(tmp_path):
 
 def test_read_csv_honours_another_window_length(tmp_path):
     path = tmp_path / "short.csv"
-    path.write_text("1,2,3,1\n4,5,6\n")
+    path.write_text("1,2,3,1\n4,5,6,0\n")
     windows = read_csv(path, window_length=3)
     assert [w.values.tolist() for w in windows] == [[1, 2, 3], [4, 5, 6]]
-    assert [w.label for w in windows] == [1, None]
+    assert [w.label for w in windows] == [1, 0]
 
 
 # --------------------------------------------------------------------------- messages
