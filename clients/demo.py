@@ -41,12 +41,14 @@ from clients.stream_summary import (
     StreamTally,
     format_summary,
     metric_differences,
+    offline_mismatches,
     problems,
     summarise,
 )
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
 from worker.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
 from worker.errors import BrokerError, EcgError
+from worker.scorer import Scorer
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
@@ -161,7 +163,19 @@ class Demo:
             ),
             flush=True,
         )
+        mismatches = offline_mismatches(
+            {w.id: w.values for w in windows}, tally.scores, Scorer(artifact)
+        )
+        compared = sum(1 for w in windows if w.id in tally.scores)
+        if mismatches:
+            print(
+                f"offline check  {len(mismatches)} of {compared} streamed scores differ "
+                "from ecg-score"
+            )
+        else:
+            print(f"offline check  all {compared} streamed scores equal ecg-score's error and flag")
         failures = problems(summary, artifact.model_version)
+        failures += [f"offline check: {m}" for m in mismatches[:5]]
         if comparable_note is None:
             failures += [f"metric {d}" for d in metric_differences(summary.metrics, recorded)]
         if code != 0:

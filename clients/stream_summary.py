@@ -6,6 +6,7 @@ Pure: records come in as bytes and headers, time as numbers; nothing here talks 
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,8 @@ import numpy as np
 import orjson
 
 from worker.evaluation import METRIC_NAMES, detection_metrics, metrics_table
+from worker.offline import score_file
+from worker.scorer import Scorer
 
 # Metrics computed from the stream and recorded in the artifact agree to this (they come
 # from the same windows and the same Scorer, so they should be identical).
@@ -215,6 +218,30 @@ def metric_differences(
             continue
         if abs(float(a) - float(b)) > METRIC_TOLERANCE:
             out.append(f"{name} {a:.4f} (stream) vs {b:.4f} (artifact)")
+    return out
+
+
+def offline_mismatches(
+    windows: Mapping[str, np.ndarray], scored: Mapping[str, ScoreRecord], scorer: Scorer
+) -> list[str]:
+    """Streamed scores that differ from what ``ecg-score`` computes offline for the window.
+
+    ``windows`` maps id -> the raw values sent. The windows are written as the CSV
+    ``ecg-score`` reads and scored by its ``score_file``; error and flag must be identical.
+    """
+    ids = [i for i in windows if i in scored]
+    if not ids:
+        return []
+    text = "\n".join(",".join(repr(float(v)) for v in windows[i]) for i in ids)
+    offline = score_file(scorer, io.StringIO(text)).records
+    out = []
+    for window_id, expected in zip(ids, offline, strict=True):
+        got = scored[window_id]
+        if got.error != expected.get("error") or got.anomaly != expected.get("anomaly"):
+            out.append(
+                f"{window_id}: stream error {got.error!r} anomaly {got.anomaly}, ecg-score "
+                f"error {expected.get('error')!r} anomaly {expected.get('anomaly')}"
+            )
     return out
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
 from clients.stream_summary import (
+    ScoreRecord,
     StreamTally,
     format_summary,
     metric_differences,
+    offline_mismatches,
     parse_score,
     problems,
     summarise,
 )
+from tests.conftest import synthetic_windows
+from worker.scorer import Scorer
 
 VERSION = "3f1c2a9b0d4e5f67"
 
@@ -153,3 +158,28 @@ def test_formatted_summary_shows_every_number_and_the_comparison():
         summary, run_id="demo-1", topics=topics, artifact=artifact, recorded_metrics=differing
     )
     assert "stream metrics DIFFER from the artifact's: accuracy 0.5000 (stream) vs 0.9000" in text
+
+
+def _streamed(window_id: str, error: float, anomaly: bool) -> ScoreRecord:
+    return ScoreRecord(window_id, error, anomaly, None, None, None, None)
+
+
+def test_offline_check_accepts_exact_stream_scores_and_names_any_difference(ecg_artifact):
+    scorer = Scorer(ecg_artifact)
+    values = synthetic_windows(3, seed=4)
+    offline = scorer.score(values)
+    windows = {f"w{i}": values[i] for i in range(3)}
+    # What the worker publishes: the float32 error as a JSON double, and the flag.
+    exact = {
+        f"w{i}": _streamed(f"w{i}", float(offline.errors[i]), bool(offline.anomalies[i]))
+        for i in range(3)
+    }
+    assert offline_mismatches(windows, exact, scorer) == []
+
+    off_by_one_ulp = float(np.nextafter(offline.errors[1], np.float32(1.0)))
+    drifted = {**exact, "w1": _streamed("w1", off_by_one_ulp, bool(offline.anomalies[1]))}
+    flipped = {**exact, "w2": _streamed("w2", float(offline.errors[2]), not offline.anomalies[2])}
+    assert [m.split(":")[0] for m in offline_mismatches(windows, drifted, scorer)] == ["w1"]
+    assert [m.split(":")[0] for m in offline_mismatches(windows, flipped, scorer)] == ["w2"]
+    # Windows the stream never scored are the summary's "missing", not a mismatch.
+    assert offline_mismatches(windows, {"w0": exact["w0"]}, scorer) == []
