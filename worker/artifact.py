@@ -286,6 +286,11 @@ def write_artifact(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        # mkdtemp makes the directory private (0700); give it the permissions a plain
+        # mkdir would, so a worker running as another user can read the artifact.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         model.save(staging / MODEL_FILE)
         if dense_weights:
             np.savez(staging / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Every ``ecg_*`` metric of docs/design.md, on an injectable ``CollectorRegistry``.
 
-Counters about windows move only after their batch is committed (``record_batch``), so at
-any scrape ``scored + rejected == consumed``. Failure counters move when the failure happens.
-The commit age and the drift statistics are computed at scrape time.
+Counters about windows move only after their batch is committed (``record_batch``), all
+together, so ``scored + rejected == consumed`` between batches. Failure counters move when
+the failure happens. The commit age and the drift statistics are computed at scrape time.
 """
 
 from __future__ import annotations

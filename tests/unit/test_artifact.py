@@ -83,6 +83,11 @@ def test_run_provenance_does_not_change_model_version(tmp_path: Path, model: Any
     assert read_metadata(tmp_path / "b")["run"] == {"wall_time_s": 9.5}
 
 
+def test_artifact_directory_is_readable_by_other_users(artifact_dir: Path) -> None:
+    # Written by a trainer, read by a worker that often runs as another user.
+    assert artifact_dir.stat().st_mode & 0o005 == 0o005
+
+
 def test_rewrite_replaces_existing_artifact(artifact_dir: Path, model: Any) -> None:
     write_artifact(artifact_dir, model, {**_metadata(), "threshold": 0.5}, dense_weights=True)
     assert load_ecg_artifact(artifact_dir).threshold == 0.5
