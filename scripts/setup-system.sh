@@ -4,11 +4,22 @@
 #   prometheus    (prometheus + promtool, for metrics and alert-rule tests)
 #   kcat          (an independent Kafka client used in tests and docs)
 #   dataset-fashion-mnist (offline Fashion-MNIST for the image models)
+#   python3-venv  (so `make` can create .venv)
 # Uses apt-get (as root, or through sudo). Safe to run repeatedly.
 set -euo pipefail
 
+java_major() {
+  # "17.0.15" -> 17 ; "1.8.0_392" -> 1 (too old either way)
+  java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p'
+}
+
 need=()
-command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+# `python3 -m venv` needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# Kafka 4.x needs Java 17 or newer.
+if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+  need+=(openjdk-17-jre-headless)
+fi
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)

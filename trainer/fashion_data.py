@@ -2,7 +2,8 @@
 
 Lookup order (the first directory holding all four files wins):
 
-1. ``--data DIR`` given by the user;
+1. ``--data DIR`` given by the user (when given, it must hold the files: a wrong path is an
+   error, never silently replaced by another copy);
 2. the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
 3. the Keras cache (``$KERAS_HOME`` or ``~/.keras``, then ``datasets/fashion-mnist``);
 4. the standard download (the URLs ``keras.datasets.fashion_mnist`` uses), saved into the
@@ -110,9 +111,18 @@ def load_fashion_mnist(
     but whose files are malformed is an error, never silently skipped.
     """
     cache = keras_cache_dir() if cache_dir is None else Path(cache_dir)
-    candidates: list[tuple[str, Path]] = []
     if data_dir is not None:
-        candidates.append(("data-dir", Path(data_dir)))
+        given = Path(data_dir)
+        missing = [name for name in FILES if not (given / name).is_file()]
+        if missing:
+            where = given if given.is_dir() else f"{given} (no such directory)"
+            raise DataError(
+                f"--data {where}: missing {', '.join(missing)}; expected the four "
+                "Fashion-MNIST IDX files (omit --data to use the Debian package "
+                "dataset-fashion-mnist, the Keras cache or the download)"
+            )
+        return _load_dir(given, "data-dir")
+    candidates: list[tuple[str, Path]] = []
     if system_dir is not None:
         candidates.append(("debian-package", Path(system_dir)))
     candidates.append(("keras-cache", cache))

@@ -71,10 +71,20 @@ bootstrap="127.0.0.1:$port"
 
 have_libs() { compgen -G "$libs_dir/kafka_2.13-*.jar" >/dev/null; }
 
+require_java17() {
+  command -v java >/dev/null 2>&1 || die "java not found; run 'make system' (or install a JRE 17+)"
+  local major
+  major="$(java -XshowSettings:properties -version 2>&1 \
+    | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')"
+  if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+    die "Kafka 4 needs Java 17 or newer, but 'java' is version ${major:-unknown} ($(command -v java)); run 'make system' or put a JRE 17+ first on PATH"
+  fi
+}
+
 fetch() {
   if have_libs; then return 0; fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found; run 'make system' (or install maven)"
-  command -v java >/dev/null 2>&1 || die "java not found; run 'make system' (or install a JRE 17+)"
+  require_java17
   echo "local-kafka: fetching the broker jars into $libs_dir" >&2
   local tmp="$libs_dir.tmp.$$"
   rm -rf "$tmp"
@@ -179,6 +189,7 @@ EOF
 }
 
 format_storage() {
+  require_java17
   local stamp="port=$port controller_port=$controller_port"
   if [ -f "$data_dir/data/meta.properties" ]; then
     # The controller's address is recorded in the metadata log at format time.

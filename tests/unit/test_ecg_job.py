@@ -65,3 +65,24 @@ def test_options_do_not_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_without_the_training_extra_ecg_train_says_what_to_install(tmp_path) -> None:
+    # A worker-only install has no TensorFlow: one line naming the extra, exit 2.
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['keras'] = None; sys.modules['tensorflow'] = None; "
+            "from trainer.cli import main; "
+            f"sys.exit(main(['ecg', '--profile', 'tutorial', '--out', {str(tmp_path)!r}]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert code.returncode == 2, code.stderr
+    last = code.stderr.strip().splitlines()[-1]
+    assert "is not installed; install the training extra: pip install" in last
+    assert "Traceback" not in code.stderr

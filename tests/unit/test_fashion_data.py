@@ -64,11 +64,24 @@ def test_keras_cache_is_used_before_downloading(tmp_path):
     assert (data.source, tag_of(data)) == ("keras-cache", 3)
 
 
-def test_incomplete_directory_is_skipped_for_the_next_one(tmp_path):
-    partial = write_dataset(tmp_path / "given", tag=1, files=FILES[:3])
+def test_incomplete_system_directory_is_skipped_for_the_next_one(tmp_path):
+    partial = write_dataset(tmp_path / "system", tag=2, files=FILES[:3])
+    cache = write_dataset(tmp_path / "cache", tag=3)
+    data = load_fashion_mnist(system_dir=partial, cache_dir=cache, download=no_download)
+    assert (data.source, tag_of(data)) == ("keras-cache", 3)
+
+
+@pytest.mark.parametrize("files", [FILES[:3], ()])
+def test_a_given_data_dir_without_the_files_is_an_error_not_replaced(tmp_path, files):
+    given = write_dataset(tmp_path / "given", tag=1, files=files)
     system = write_dataset(tmp_path / "system", tag=2)
-    data = load_fashion_mnist(partial, system_dir=system, cache_dir=tmp_path / "c")
-    assert (data.source, tag_of(data)) == ("debian-package", 2)
+    with pytest.raises(DataError, match=r"--data .*given.*: missing .*t10k-images"):
+        load_fashion_mnist(given, system_dir=system, cache_dir=tmp_path / "c")
+
+
+def test_a_given_data_dir_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(DataError, match=r"nope \(no such directory\): missing"):
+        load_fashion_mnist(tmp_path / "nope", system_dir=None, download=no_download)
 
 
 def test_images_are_float32_in_unit_range_and_labels_kept(tmp_path):
@@ -89,20 +102,19 @@ def test_nothing_found_lists_every_attempt_and_the_debian_package(tmp_path):
 
     with pytest.raises(DataError) as err:
         load_fashion_mnist(
-            tmp_path / "given",
             system_dir=tmp_path / "system",
             cache_dir=tmp_path / "cache",
             download=offline,
         )
     message = str(err.value)
-    for where in ("given", "system", "cache"):
+    for where in ("system", "cache"):
         assert f"{tmp_path / where}: missing" in message
     assert "train-images-idx3-ubyte.gz" in message
     assert f"download from {fashion_data.BASE_URL}" in message
     assert "Name or service not known" in message
     assert "apt-get install dataset-fashion-mnist" in message
     # The order in the message is the lookup order.
-    assert message.index("given") < message.index("system") < message.index("cache")
+    assert message.index("system") < message.index("cache")
 
 
 def test_download_can_be_disabled(tmp_path):
