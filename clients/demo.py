@@ -6,11 +6,13 @@
 4. start ``ecg-worker`` on them and wait until it is ready,
 5. replay the 1000-window ECG5000 test split (labels ride along in each record),
 6. read every score back (bounded by ``--timeout-s``), plus the alerts and dead letters,
+   then scrape the worker's ``/metrics`` for its window counters,
 7. stop the worker (SIGTERM; it must exit 0), print the summary, delete the run's topics
    and stop the broker if this run started it.
 
 Exit codes: 0 it all worked; 1 the run finished but something is wrong (a window not
-scored, a dead letter, metrics that differ from the artifact's, an unclean worker exit);
+scored, a dead letter, metrics that differ from the artifact's, worker counters that differ from
+the stream, an unclean worker exit);
 2 a known error before that (broker, artifact, training, worker start-up); 130 Ctrl-C or
 SIGTERM. Whatever happens, what this run started is stopped again.
 """
@@ -45,9 +47,15 @@ from clients.stream_summary import (
     problems,
     summarise,
 )
+from clients.worker_counters import (
+    WorkerCounters,
+    counter_problems,
+    format_counters,
+    parse_counters,
+)
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
 from worker.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
-from worker.errors import BrokerError, EcgError
+from worker.errors import BrokerError, DataError, EcgError
 from worker.scorer import Scorer
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
@@ -68,6 +76,9 @@ WORKER_ENV_FOR_TOPIC = {
 }
 # After the last score, how long to wait for alerts still in flight on the anomalies topic.
 ALERT_GRACE_S = 5.0
+# The worker counts a batch after its commit, a moment after the batch's scores are readable:
+# how long to re-scrape /metrics until it has counted every window sent.
+METRICS_SETTLE_S = 5.0
 
 
 def say(message: str) -> None:
@@ -145,6 +156,7 @@ class Demo:
             self.read_back(reader, tally, args.timeout_s)
         finally:
             reader.close()
+        scraped = self.scrape_counters(sent)
 
         code = self.worker.stop()
         self.worker = None
@@ -176,6 +188,18 @@ class Demo:
             print(f"offline check  all {compared} streamed scores equal ecg-score's error and flag")
         failures = problems(summary, artifact.model_version)
         failures += [f"offline check: {m}" for m in mismatches[:5]]
+        if isinstance(scraped, str):
+            print(f"metrics        not read: {scraped}")
+            failures.append(f"worker metrics: {scraped}")
+        else:
+            differences = counter_problems(
+                scraped,
+                sent=sent,
+                flagged=summary.flagged,
+                dead_letters=summary.dead_letter_count,
+            )
+            print(format_counters(scraped, differences))
+            failures += [f"worker metrics: {d}" for d in differences]
         if comparable_note is None:
             failures += [f"metric {d}" for d in metric_differences(summary.metrics, recorded)]
         if code != 0:
@@ -322,6 +346,22 @@ class Demo:
                 f"timed out after {timeout_s:.0f} s with {len(tally.scores)} of "
                 f"{len(tally.expected_ids)} scores"
             )
+
+    def scrape_counters(self, sent: int) -> WorkerCounters | str:
+        """The worker's window counters once it has counted all ``sent`` windows (or after
+        ``METRICS_SETTLE_S``), or a sentence saying why they could not be read."""
+        assert self.worker is not None
+        source = f"http://127.0.0.1:{self.worker.metrics_port}/metrics"
+        deadline = time.monotonic() + METRICS_SETTLE_S
+        while True:
+            try:
+                scraped: WorkerCounters | str = parse_counters(self.worker.scrape_metrics(), source)
+            except (WorkerProcessError, DataError) as exc:
+                scraped = str(exc)
+            settled = isinstance(scraped, WorkerCounters) and scraped.consumed >= sent
+            if settled or time.monotonic() >= deadline:
+                return scraped
+            time.sleep(0.1)
 
     def cleanup(self) -> None:
         """Stop the worker and the broker if this run started them; delete the run's topics."""

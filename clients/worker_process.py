@@ -1,5 +1,6 @@
 """``ecg-worker`` as a child process: start it with environment overrides, wait until its
-``/readyz`` says it holds partitions, stop it with SIGTERM and check it exited 0.
+``/readyz`` says it holds partitions, scrape its ``/metrics``, stop it with SIGTERM and check
+it exited 0.
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ class WorkerProcess:
                     f"(log {self.log_path}):\n" + log_tail(self.log_path)
                 )
             time.sleep(0.2)
+
+    def scrape_metrics(self, timeout_s: float = 2.0) -> str:
+        """The text of ``/metrics``; raises ``WorkerProcessError`` when it cannot be read."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return response.read().decode("utf-8", errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise WorkerProcessError(f"cannot scrape {url}: {exc}") from exc
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s`` (then SIGKILL); returns the exit code."""

@@ -118,6 +118,11 @@ def test_demo_trains_scores_the_whole_split_and_stops_what_it_started(tmp_path: 
     assert f"anomaly precision {recorded['anomaly_precision']:.4f}" in out
     assert "stream metrics match the artifact's recorded test metrics" in out
     assert "offline check  all 1000 streamed scores equal ecg-score's error and flag" in out
+    # The worker's own counters, scraped before it stopped, equal what was sent and read back.
+    assert (
+        f"metrics        consumed 1000, scored 1000, rejected 0, anomalous {flagged} "
+        "(match the stream)" in out
+    ), out
 
     assert float(_number(r"throughput +(\d+\.\d) windows/s", out)) > 0
     p50 = float(_number(r"latency +p50 (\d+) ms", out))

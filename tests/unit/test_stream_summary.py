@@ -1,10 +1,12 @@
-"""ecg-demo's measurements: tally of records read back, summary numbers and failure checks."""
+"""ecg-demo's measurements: tally of records read back, summary numbers and failure checks,
+and the worker's scraped counters against the stream."""
 
 from __future__ import annotations
 
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from clients.stream_summary import (
     ScoreRecord,
@@ -16,7 +18,15 @@ from clients.stream_summary import (
     problems,
     summarise,
 )
+from clients.worker_counters import (
+    WorkerCounters,
+    counter_problems,
+    format_counters,
+    parse_counters,
+)
 from tests.conftest import synthetic_windows
+from worker.errors import DataError
+from worker.metrics import BatchReport, WorkerMetrics
 from worker.scorer import Scorer
 
 VERSION = "3f1c2a9b0d4e5f67"
@@ -183,3 +193,79 @@ def test_offline_check_accepts_exact_stream_scores_and_names_any_difference(ecg_
     assert [m.split(":")[0] for m in offline_mismatches(windows, flipped, scorer)] == ["w2"]
     # Windows the stream never scored are the summary's "missing", not a mismatch.
     assert offline_mismatches(windows, {"w0": exact["w0"]}, scorer) == []
+
+
+def _worker_scrape(ecg_artifact, batches: list[BatchReport]) -> str:
+    """What the worker's /metrics serves after committing ``batches``."""
+    metrics = WorkerMetrics(ecg_artifact, max_batch_size=64, registry=CollectorRegistry())
+    for batch in batches:
+        metrics.record_batch(batch)
+    return generate_latest(metrics.registry).decode()
+
+
+def _batch(consumed: int, scored: int, anomalous: int, rejected: dict[str, int]) -> BatchReport:
+    return BatchReport(
+        consumed=consumed,
+        scored=scored,
+        anomalous=anomalous,
+        rejected=rejected,
+        scoring_s=0.001,
+        errors=np.full(scored, 0.01),
+        latencies_s=np.full(consumed, 0.05),
+    )
+
+
+def test_counters_are_read_from_the_workers_real_exposition(ecg_artifact):
+    text = _worker_scrape(
+        ecg_artifact,
+        [_batch(10, 9, 4, {"not_json": 1}), _batch(5, 3, 1, {"wrong_length": 1, "not_json": 1})],
+    )
+    # Rejected is summed over its reason labels; the _created samples are not counted.
+    assert parse_counters(text) == WorkerCounters(consumed=15, scored=12, rejected=3, anomalous=5)
+    assert parse_counters(_worker_scrape(ecg_artifact, [])) == WorkerCounters(0, 0, 0, 0)
+
+
+def test_a_scrape_without_the_counters_or_not_in_the_text_format_is_a_data_error(ecg_artifact):
+    text = _worker_scrape(ecg_artifact, [])
+    without_anomalous = "\n".join(
+        line for line in text.splitlines() if "ecg_windows_anomalous" not in line
+    )
+    with pytest.raises(DataError, match=r"^http://w/metrics: no ecg_windows_anomalous_total"):
+        parse_counters(without_anomalous, "http://w/metrics")
+    with pytest.raises(DataError, match=r"^/metrics: not a Prometheus text exposition"):
+        parse_counters("<html>502 Bad Gateway</html>")
+
+
+def test_counters_that_equal_the_stream_pass():
+    counters = WorkerCounters(consumed=1000, scored=998, rejected=2, anomalous=434)
+    assert counter_problems(counters, sent=1000, flagged=434, dead_letters=2) == []
+    assert format_counters(counters, []) == (
+        "metrics        consumed 1000, scored 998, rejected 2, anomalous 434 (match the stream)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("counters", "problem"),
+    [
+        (
+            WorkerCounters(consumed=998, scored=998, rejected=0, anomalous=434),
+            "the worker counted 998 windows consumed, the demo sent 1000",
+        ),
+        (
+            WorkerCounters(consumed=1000, scored=999, rejected=0, anomalous=434),
+            "the worker's scored 999 + rejected 0 = 999, not the 1000 windows it consumed",
+        ),
+        (
+            WorkerCounters(consumed=1000, scored=1000, rejected=0, anomalous=433),
+            "the worker counted 433 anomalous windows, but 434 scores read back have anomaly: true",
+        ),
+        (
+            WorkerCounters(consumed=1000, scored=999, rejected=1, anomalous=434),
+            "the worker counted 1 rejected windows, but 0 dead letters were read back",
+        ),
+    ],
+)
+def test_each_counter_that_differs_from_the_stream_is_named(counters, problem):
+    found = counter_problems(counters, sent=1000, flagged=434, dead_letters=0)
+    assert found == [problem]
+    assert format_counters(counters, found).endswith("(DIFFER from the stream)")
