@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.integration.training_helpers import cli_path as _cli
+from tests.integration.training_helpers import ecg_train as _train
 from trainer.data import load_ecg, tutorial_split
 from worker.artifact import load_ecg_artifact
 
@@ -19,19 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("loss.png", "error_histogram.png", "reconstructions.png", "roc.png")
-
-
-def _cli(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def _train(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_cli("ecg-train"), "ecg", "--out", str(out), "--seed", "0", *extra],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 @pytest.fixture(scope="module")

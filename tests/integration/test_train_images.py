@@ -6,15 +6,15 @@ artifact and a report of real PNG images of the documented pixel size.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.integration.training_helpers import fashion_mnist_dir
 from trainer import images_report
 from trainer.cli import main
-from trainer.fashion_data import FILES, SYSTEM_DIR, keras_cache_dir, load_fashion_mnist
+from trainer.fashion_data import load_fashion_mnist
 from worker.artifact import read_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,16 +26,7 @@ SLICE = ["--epochs", "1", "--train-limit", str(TRAIN_N), "--test-limit", str(TES
 @pytest.fixture(scope="module")
 def data_dir() -> str:
     """The installed real Fashion-MNIST; fails under CI=true when it is missing."""
-    for directory in (SYSTEM_DIR, keras_cache_dir()):
-        if all((directory / name).is_file() for name in FILES):
-            return str(directory)
-    message = (
-        f"real Fashion-MNIST not found in {SYSTEM_DIR} or {keras_cache_dir()}; "
-        "install it with: apt-get install dataset-fashion-mnist (or make system)"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    return fashion_mnist_dir()
 
 
 @pytest.fixture(scope="module")
