@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.training_helpers import cli_path as _cli
-from tests.integration.training_helpers import ecg_train as _train
+from tests.integration.training_helpers import cli_path, ecg_train
 from trainer.data import load_ecg, tutorial_split
 from worker.artifact import load_ecg_artifact
 
@@ -44,7 +43,7 @@ def test_train_then_score_reproduces_metrics(
     tmp_path: Path, test_split_csv: Path, profile_args: tuple[str, ...], rule: str
 ) -> None:
     out = tmp_path / "ecg"
-    done = _train(out, *profile_args)
+    done = ecg_train(out, *profile_args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "accuracy" in done.stdout and "tutorial (published)" in done.stdout
     assert "Epoch 1/" in done.stdout  # progress is shown
@@ -65,7 +64,7 @@ def test_train_then_score_reproduces_metrics(
     scores, metrics = tmp_path / "scores.jsonl", tmp_path / "metrics.json"
     scored = subprocess.run(
         [
-            _cli("ecg-score"),
+            cli_path("ecg-score"),
             "--artifact",
             str(out),
             "--input",
@@ -99,7 +98,7 @@ def test_train_then_score_reproduces_metrics(
 def test_same_seed_same_model(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
-        done = _train(out, "--profile", "tutorial", "--epochs", "2", "--no-report")
+        done = ecg_train(out, "--profile", "tutorial", "--epochs", "2", "--no-report")
         assert done.returncode == 0, done.stderr[-3000:]
     a, b = load_ecg_artifact(first), load_ecg_artifact(second)
     assert a.model_version == b.model_version
@@ -109,7 +108,7 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
 def test_bad_data_is_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "ecg.csv"
     bad.write_text(",".join(["0.1"] * 140 + ["1"]) + "\n" + ",".join(["0.1"] * 139 + ["1"]) + "\n")
-    done = _train(tmp_path / "out", "--data", str(bad))
+    done = ecg_train(tmp_path / "out", "--data", str(bad))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f"ecg-train: error: {bad}: line 2 has 140 columns, expected 141 "
@@ -124,6 +123,6 @@ def test_tuned_profile_needs_anomalous_rows(tmp_path: Path) -> None:
         ",".join([f"{0.01 * i + 0.001 * j:.4f}" for j in range(140)] + ["1"]) for i in range(40)
     ]
     only_normal.write_text("\n".join(rows) + "\n")
-    done = _train(tmp_path / "out", "--data", str(only_normal), "--threshold", "mean_std")
+    done = ecg_train(tmp_path / "out", "--data", str(only_normal), "--threshold", "mean_std")
     assert done.returncode == 2
     assert "needs normal and anomalous training rows" in done.stderr.strip().splitlines()[-1]
