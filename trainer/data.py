@@ -17,15 +17,14 @@ import hashlib
 import importlib.resources
 import math
 import os
-import tempfile
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from trainer.download import download_to
 from worker.errors import DataError
 
 WINDOW_LENGTH = 140
@@ -127,23 +126,13 @@ def download(url: str, cache_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{cache_dir}: cannot create cache directory ({exc})") from exc
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=target.parent)
     try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-        os.replace(tmp, target)
+        download_to(url, target, timeout_s=DOWNLOAD_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url}: download failed (HTTP {exc.code} {exc.reason})") from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{url}: cannot download ({reason})") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 

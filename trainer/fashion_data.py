@@ -18,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from trainer.download import download_to as http_download
 from trainer.idx import read_idx
 from worker.errors import DataError
 
@@ -41,7 +40,6 @@ TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 FILES = (TRAIN_LABELS, TRAIN_IMAGES, TEST_LABELS, TEST_IMAGES)
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-DOWNLOAD_TIMEOUT_S = 60.0
 INSTALL_HINT = "install it with: apt-get install dataset-fashion-mnist"
 
 # download(url, destination): fetch one file; raise OSError (URLError is one) on failure.
@@ -77,23 +75,6 @@ def keras_cache_dir() -> Path:
     """Where ``keras.datasets.fashion_mnist`` caches the files (honours ``KERAS_HOME``)."""
     home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
     return Path(home).expanduser() / "datasets" / "fashion-mnist"
-
-
-def http_download(url: str, destination: Path) -> None:
-    """Download ``url`` to ``destination`` atomically (a reader never sees half a file)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp_name, destination)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def load_fashion_mnist(
