@@ -23,6 +23,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from clients.kafka_clients import default_bootstrap, make_consumer, require_topic
+from worker.argtypes import positive_float, positive_int
 from worker.errors import EcgError
 
 DEFAULT_TOPIC = "ecg.anomalies"
@@ -168,23 +169,6 @@ def open_follower(
     return consumer
 
 
-def _positive_int(text: str) -> int:
-    value = int(text) if text.strip().lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ecg-alerts`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -207,14 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-messages",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N records (default: follow until Ctrl-C)",
     )
     parser.add_argument(
         "--timeout-s",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="stop after this many seconds without a new record (default: wait forever)",
     )

@@ -54,6 +54,7 @@ from clients.worker_counters import (
     parse_counters,
 )
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
+from worker.argtypes import positive_float, positive_int
 from worker.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
 from worker.errors import BrokerError, DataError, EcgError
 from worker.scorer import Scorer
@@ -400,19 +401,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ecg-demo`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -459,27 +447,27 @@ def build_parser() -> argparse.ArgumentParser:
         "through ECG_* variables (default: deploy/worker.yaml)",
     )
     parser.add_argument(
-        "--partitions", type=_positive(int), default=2, help="partitions per topic (default: 2)"
+        "--partitions", type=positive_int, default=2, help="partitions per topic (default: 2)"
     )
     parser.add_argument(
-        "--devices", type=_positive(int), default=8, help="device keys to replay as (default: 8)"
+        "--devices", type=positive_int, default=8, help="device keys to replay as (default: 8)"
     )
     parser.add_argument(
         "--rate",
-        type=_positive(float),
+        type=positive_float,
         default=None,
         metavar="WINDOWS_PER_S",
         help="replay rate (default: as fast as possible)",
     )
     parser.add_argument(
         "--timeout-s",
-        type=_positive(float),
+        type=positive_float,
         default=120.0,
         help="how long to wait for all scores after replaying (default: %(default)s)",
     )
     parser.add_argument(
         "--startup-timeout-s",
-        type=_positive(float),
+        type=positive_float,
         default=60.0,
         help="how long the worker may take to become ready (default: %(default)s)",
     )

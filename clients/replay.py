@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from clients.kafka_clients import default_bootstrap, make_producer
+from worker.argtypes import positive_float, positive_int
 from worker.errors import BrokerError, ConfigError, DataError, EcgError
 from worker.offline import CsvRejected, read_windows
 
@@ -271,26 +272,6 @@ def describe(report: ReplayReport, bootstrap_servers: str) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ecg-replay`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -313,20 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--count",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="windows to send (default: all; more than the source repeats it, ids get .1, .2..)",
     )
     parser.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="WINDOWS_PER_S",
         help="send at most this many windows per second (default: as fast as possible)",
     )
     parser.add_argument(
         "--devices",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_DEVICES,
         help="number of device keys device-00.. to spread windows over (default: %(default)s)",
     )

@@ -14,21 +14,11 @@ import argparse
 import numpy as np
 
 from trainer import image_training
+from worker.argtypes import non_negative_float
 
 KIND = "fashion-denoiser"
 DEFAULT_OUT = "artifacts/denoiser"
 DEFAULT_NOISE_FACTOR = 0.2
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

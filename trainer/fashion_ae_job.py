@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from trainer import image_training
-from trainer.image_training import positive_int
+from worker.argtypes import positive_int
 
 KIND = "fashion-dense-ae"
 DEFAULT_OUT = "artifacts/fashion-ae"

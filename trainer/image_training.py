@@ -20,6 +20,7 @@ import numpy as np
 from trainer import images_report
 from trainer.fashion_data import FashionMnist, load_fashion_mnist
 from trainer.image_models import LEARNING_SETTINGS, layer_summary
+from worker.argtypes import positive_int
 from worker.artifact import write_artifact
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,6 @@ REPORT_DIR = "report"
 ROWS_PNG = "reconstructions.png"
 LOSS_PNG = "loss_curves.png"
 REPORT_MD = "report.md"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
