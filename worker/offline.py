@@ -34,6 +34,10 @@ from worker.artifact import load_ecg_artifact
 from worker.errors import DataError, EcgError
 from worker.scorer import Scorer
 
+# A systematically broken file (say, the wrong delimiter) must not bury the terminal: the
+# first rejections are shown, the rest are counted; the output has every one.
+MAX_REJECTIONS_SHOWN = 20
+
 
 @dataclass(frozen=True)
 class CsvWindow:
@@ -182,13 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Keep stdout pure JSON lines when the records go there.
     report = sys.stderr if args.output is None else sys.stdout
-    for record in run.records:
-        if "rejected" in record:
-            print(
-                f"ecg-score: {args.input}: row {record['row']} rejected ({record['rejected']}): "
-                f"{record['detail']}",
-                file=sys.stderr,
-            )
+    rejected = [record for record in run.records if "rejected" in record]
+    for record in rejected[:MAX_REJECTIONS_SHOWN]:
+        print(
+            f"ecg-score: {args.input}: row {record['row']} rejected ({record['rejected']}): "
+            f"{record['detail']}",
+            file=sys.stderr,
+        )
+    if len(rejected) > MAX_REJECTIONS_SHOWN:
+        print(
+            f"ecg-score: ... and {len(rejected) - MAX_REJECTIONS_SHOWN} more rejected rows "
+            "(every one is in the output with its reason)",
+            file=sys.stderr,
+        )
     scored = len(run.records) - run.rejected
     print(f"ecg-score: {scored} rows scored, {run.rejected} rejected", file=report)
     if run.metrics is not None:

@@ -175,6 +175,20 @@ def test_cli_bad_row_exit_1_and_stdout_stays_json(artifact: Path, tmp_path: Path
     assert "in.csv: row 2 rejected (wrong_length): 142 columns" in captured.err
 
 
+def test_cli_shows_the_first_rejections_and_counts_the_rest(
+    artifact: Path, tmp_path: Path, capsys
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("\n".join(["1;2;3"] * 25 + [_row(0.5)]) + "\n")  # wrong delimiter
+    out = tmp_path / "out.jsonl"
+    assert main(["--artifact", str(artifact), "--input", str(src), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("rejected (wrong_length)") == 20
+    assert "... and 5 more rejected rows" in err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("rejected") for r in records] == ["wrong_length"] * 25 + [None]
+
+
 def test_cli_missing_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:
     assert main(["--artifact", str(artifact), "--input", str(tmp_path / "none.csv")]) == 2
     assert "none.csv: input file does not exist" in capsys.readouterr().err
