@@ -22,7 +22,13 @@ import orjson
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from clients.kafka_clients import default_bootstrap, make_consumer, require_topic
+from clients.kafka_clients import (
+    BOOTSTRAP_EPILOG,
+    add_bootstrap_argument,
+    default_bootstrap,
+    make_consumer,
+    require_topic,
+)
 from worker.argtypes import positive_float, positive_int
 from worker.errors import EcgError
 
@@ -174,13 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-alerts",
         description="Follow the anomalies topic and print one line per alert.",
-        epilog="Environment: ECG_BOOTSTRAP_SERVERS sets the default --bootstrap-servers.",
+        epilog=BOOTSTRAP_EPILOG,
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help="Kafka bootstrap servers (default: $ECG_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument(
         "--topic", default=DEFAULT_TOPIC, help="anomalies topic (default: %(default)s)"
     )

@@ -6,6 +6,7 @@ the tools turn that into a ``BrokerError`` that names the address, so a CLI prin
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -23,6 +24,18 @@ BOOTSTRAP_TIMEOUT_MS = 10_000
 def default_bootstrap() -> str:
     """Bootstrap servers from ``$ECG_BOOTSTRAP_SERVERS``, else the local broker's address."""
     return os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+
+
+BOOTSTRAP_EPILOG = f"Environment: {BOOTSTRAP_ENV} sets the default --bootstrap-servers."
+
+
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--bootstrap-servers`` option shared by the client tools (see ``default_bootstrap``)."""
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help=f"Kafka bootstrap servers (default: ${BOOTSTRAP_ENV}, else 127.0.0.1:9092)",
+    )
 
 
 def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:

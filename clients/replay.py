@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from clients.kafka_clients import default_bootstrap, make_producer
+from clients.kafka_clients import (
+    BOOTSTRAP_EPILOG,
+    add_bootstrap_argument,
+    default_bootstrap,
+    make_producer,
+)
 from worker.argtypes import positive_float, positive_int
 from worker.errors import BrokerError, ConfigError, DataError, EcgError
 from worker.offline import CsvRejected, read_windows
@@ -277,13 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-replay",
         description="Send ECG windows (the ECG5000 test split, or a CSV) to the input topic.",
-        epilog="Environment: ECG_BOOTSTRAP_SERVERS sets the default --bootstrap-servers.",
+        epilog=BOOTSTRAP_EPILOG,
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=None,
-        help="Kafka bootstrap servers (default: $ECG_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
-    )
+    add_bootstrap_argument(parser)
     parser.add_argument("--topic", default=DEFAULT_TOPIC, help="input topic (default: %(default)s)")
     parser.add_argument(
         "--input",
