@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.data import load_ecg, tutorial_split
+from trainer.ecg.data import load_ecg, tutorial_split
 
 # profile -> metric -> minimum on the test split (the acceptance)
 ACCEPTANCE = {

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from worker.artifact import read_metadata
+from worker.core.artifact import read_metadata
 
 # (job, epochs) -> the largest acceptable validation MSE.
 LIMITS = {

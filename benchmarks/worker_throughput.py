@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from worker.cli import BLAS_THREAD_VARIABLES
+from worker.cli.ecg_worker import BLAS_THREAD_VARIABLES
 
 for _name in BLAS_THREAD_VARIABLES:
     os.environ.setdefault(_name, "1")
@@ -41,15 +41,15 @@ import orjson
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from worker.artifact import DenseLayer, EcgArtifact, Normalisation, load_ecg_artifact
-from worker.codec import decode
-from worker.config import BatchingConfig, KafkaConfig, TopicsConfig, WorkerConfig
-from worker.delivery import AtLeastOnceDelivery
-from worker.health import HealthState
-from worker.loop import WorkerLoop
-from worker.metrics import WorkerMetrics
-from worker.rebalance import PartitionTracker
-from worker.scorer import Scorer
+from worker.core.artifact import DenseLayer, EcgArtifact, Normalisation, load_ecg_artifact
+from worker.core.codec import decode
+from worker.core.scorer import Scorer
+from worker.service.config import BatchingConfig, KafkaConfig, TopicsConfig, WorkerConfig
+from worker.service.delivery import AtLeastOnceDelivery
+from worker.service.http_server import HealthState
+from worker.service.loop import WorkerLoop
+from worker.service.metrics import WorkerMetrics
+from worker.service.rebalance import PartitionTracker
 
 TUTORIAL_SHAPE = (140, 32, 16, 8, 16, 32, 140)
 
@@ -199,7 +199,7 @@ def bench_broker(artifact: EcgArtifact, records: list[bytes], batch: int, bootst
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient
 
-    from worker.kafka_io import connect, ensure_topics
+    from worker.service.kafka_io import connect, ensure_topics
 
     tag = uuid.uuid4().hex[:8]
     topics = TopicsConfig(

@@ -29,8 +29,8 @@ from clients.kafka_clients import (
     make_consumer,
     require_topic,
 )
-from worker.argtypes import positive_float, positive_int
-from worker.errors import EcgError
+from worker.cli.argtypes import positive_float, positive_int
+from worker.core.errors import EcgError
 
 DEFAULT_TOPIC = "ecg.anomalies"
 

@@ -54,10 +54,10 @@ from clients.worker_counters import (
     parse_counters,
 )
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
-from worker.argtypes import positive_float, positive_int
-from worker.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
-from worker.errors import BrokerError, DataError, EcgError
-from worker.scorer import Scorer
+from worker.cli.argtypes import positive_float, positive_int
+from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
+from worker.core.errors import BrokerError, DataError, EcgError
+from worker.core.scorer import Scorer
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
@@ -231,7 +231,7 @@ class Demo:
 
     def test_windows(self, artifact: EcgArtifact) -> tuple[list[ReplayWindow], str | None]:
         """The ECG5000 test split, and a note when the artifact was trained on other data."""
-        from trainer.data import load_ecg, tutorial_split
+        from trainer.ecg.data import load_ecg, tutorial_split
 
         data = load_ecg()
         windows = split_windows(tutorial_split(data))

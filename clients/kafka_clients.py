@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from worker.errors import BrokerError
+from worker.core.errors import BrokerError
 
 BOOTSTRAP_ENV = "ECG_BOOTSTRAP_SERVERS"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"

@@ -29,9 +29,9 @@ from clients.kafka_clients import (
     default_bootstrap,
     make_producer,
 )
-from worker.argtypes import positive_float, positive_int
-from worker.errors import BrokerError, ConfigError, DataError, EcgError
-from worker.offline import CsvRejected, read_windows
+from worker.cli.argtypes import positive_float, positive_int
+from worker.cli.ecg_score import CsvRejected, read_windows
+from worker.core.errors import BrokerError, ConfigError, DataError, EcgError
 
 WINDOW_LENGTH = 140
 DEFAULT_TOPIC = "ecg.windows"
@@ -148,13 +148,13 @@ def ecg5000_test_windows(source: str | None = None) -> list[ReplayWindow]:
     Uses the trainer's loader and split, so the windows are exactly those the artifact's
     test metrics were measured on.
     """
-    from trainer.data import load_ecg, tutorial_split
+    from trainer.ecg.data import load_ecg, tutorial_split
 
     return split_windows(tutorial_split(load_ecg(source)))
 
 
 def split_windows(split: Any) -> list[ReplayWindow]:
-    """The test windows of a ``trainer.data.EcgSplit``, ids ``test-0000``.. in split order."""
+    """The test windows of a ``trainer.ecg.data.EcgSplit``, ids ``test-0000``.. in split order."""
     return [
         ReplayWindow(id=f"test-{i:04d}", values=values, label=int(label), row=int(row))
         for i, (values, label, row) in enumerate(

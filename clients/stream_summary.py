@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from worker.evaluation import METRIC_NAMES, detection_metrics, metrics_table
-from worker.offline import score_file
-from worker.scorer import Scorer
+from worker.cli.ecg_score import score_file
+from worker.core.evaluation import METRIC_NAMES, detection_metrics, metrics_table
+from worker.core.scorer import Scorer
 
 # Metrics computed from the stream and recorded in the artifact agree to this (they come
 # from the same windows and the same Scorer, so they should be identical).

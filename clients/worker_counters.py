@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.errors import DataError
+from worker.core.errors import DataError
 
 # Field -> the sample that carries it (summed over labels: rejected is per reason).
 COUNTER_SAMPLES = {

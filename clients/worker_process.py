@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from worker.errors import EcgError
+from worker.core.errors import EcgError
 
 
 class WorkerProcessError(EcgError):

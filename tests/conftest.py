@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from kafka.structs import TopicPartition
 
-from worker.artifact import (
+from worker.core.artifact import (
     ARTIFACT_FILE,
     ECG_KIND,
     SCHEMA_VERSION,
@@ -29,7 +29,7 @@ from worker.artifact import (
     error_quantiles,
     load_ecg_artifact,
 )
-from worker.scorer import Scorer
+from worker.core.scorer import Scorer
 
 WINDOW_LENGTH = 140
 

@@ -11,13 +11,19 @@ import importlib
 import logging
 import sys
 
-from worker.errors import EcgError
+from worker.core.errors import EcgError
 
 # sub-command -> (module, one-line help). Modules are imported lazily: `--help` stays fast.
 JOBS = {
-    "ecg": ("trainer.ecg_job", "ECG5000 autoencoder: the artifact the worker serves"),
-    "fashion-ae": ("trainer.fashion_ae_job", "Fashion-MNIST dense autoencoder (tutorial part 1)"),
-    "denoiser": ("trainer.denoiser_job", "Fashion-MNIST convolutional denoiser (tutorial part 2)"),
+    "ecg": ("trainer.ecg.job", "ECG5000 autoencoder: the artifact the worker serves"),
+    "fashion-ae": (
+        "trainer.images.fashion_ae_job",
+        "Fashion-MNIST dense autoencoder (tutorial part 1)",
+    ),
+    "denoiser": (
+        "trainer.images.denoiser_job",
+        "Fashion-MNIST convolutional denoiser (tutorial part 2)",
+    ),
 }
 
 

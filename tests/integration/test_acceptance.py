@@ -21,8 +21,8 @@ from tests.integration.training_helpers import (
     ecg_train,
     fashion_mnist_dir,
 )
-from trainer.data import EcgData
-from worker.artifact import read_metadata
+from trainer.ecg.data import EcgData
+from worker.core.artifact import read_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

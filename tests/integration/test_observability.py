@@ -55,11 +55,11 @@ from tests.integration.worker_helpers import (
     read_topic,
     sample,
 )
-from worker.artifact import EcgArtifact
-from worker.codec import REASONS
-from worker.drift import ks, psi
-from worker.metrics import LATENCY_BUCKETS_S
-from worker.scorer import Scorer
+from worker.core.artifact import EcgArtifact
+from worker.core.codec import REASONS
+from worker.core.scorer import Scorer
+from worker.service.drift import ks, psi
+from worker.service.metrics import LATENCY_BUCKETS_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.integration.training_helpers import cli_path, ecg_train
-from trainer.data import load_ecg, tutorial_split
-from worker.artifact import load_ecg_artifact
+from trainer.ecg.data import load_ecg, tutorial_split
+from worker.core.artifact import load_ecg_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

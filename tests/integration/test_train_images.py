@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from tests.integration.training_helpers import fashion_mnist_dir
-from trainer import images_report
 from trainer.cli import main
-from trainer.fashion_data import load_fashion_mnist
-from worker.artifact import read_metadata
+from trainer.images import report as images_report
+from trainer.images.fashion_data import load_fashion_mnist
+from worker.core.artifact import read_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -29,8 +29,8 @@ from kafka.admin import KafkaAdminClient
 from tests.conftest import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
 from tests.integration.worker_helpers import read_topic as read
-from worker.artifact import load_ecg_artifact
-from worker.scorer import Scorer
+from worker.core.artifact import load_ecg_artifact
+from worker.core.scorer import Scorer
 
 pytestmark = pytest.mark.integration
 

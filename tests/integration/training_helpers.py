@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from tests.integration.services import unavailable
-from trainer.data import EcgData, load_ecg
-from trainer.fashion_data import FILES, SYSTEM_DIR, keras_cache_dir
-from worker.errors import DataError
+from trainer.ecg.data import EcgData, load_ecg
+from trainer.images.fashion_data import FILES, SYSTEM_DIR, keras_cache_dir
+from worker.core.errors import DataError
 
 ECG_TRAIN_TIMEOUT_S = 240
 

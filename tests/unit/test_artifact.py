@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.artifact import (
+from worker.core.artifact import (
     ARTIFACT_FILE,
     ECG_KIND,
     WEIGHTS_FILE,
@@ -19,12 +19,12 @@ from worker.artifact import (
     read_metadata,
     write_artifact,
 )
-from worker.errors import ArtifactError
+from worker.core.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    from trainer.model import build_autoencoder, seed_everything
+    from trainer.ecg.model import build_autoencoder, seed_everything
 
     seed_everything(0)
     return build_autoencoder(140)

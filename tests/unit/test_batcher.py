@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import FakeClock
-from worker.batcher import Batcher
+from worker.service.batcher import Batcher
 
 
 def test_closes_at_max_size() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from worker.cli import build_parser, main
-from worker.config import ENV_OVERRIDES
+from worker.cli.ecg_worker import build_parser, main
+from worker.service.config import ENV_OVERRIDES
 
 
 def test_help_lists_the_environment_overrides(capsys: pytest.CaptureFixture[str]) -> None:

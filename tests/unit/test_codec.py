@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from worker import codec
-from worker.codec import Rejected, Window, decode, encode_score, windows_array
-from worker.scorer import Segment
+from worker.core import codec
+from worker.core.codec import Rejected, Window, decode, encode_score, windows_array
+from worker.core.scorer import Segment
 
 L = 140
 LIMIT = 65536

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import ENV_OVERRIDES, WorkerConfig, env_help
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
+from worker.service.config import ENV_OVERRIDES, WorkerConfig, env_help
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FILE = ROOT / "deploy" / "worker.yaml"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.config import ENV_OVERRIDES, WorkerConfig
+from worker.service.config import ENV_OVERRIDES, WorkerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_NAMES = {item.name for item in ENV_OVERRIDES}

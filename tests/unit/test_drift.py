@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from worker.artifact import error_quantiles
-from worker.drift import DriftMonitor, decile_bins, ks, psi
+from worker.core.artifact import error_quantiles
+from worker.service.drift import DriftMonitor, decile_bins, ks, psi
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.data import WINDOW_LENGTH, load_ecg, tutorial_split
-from worker.errors import DataError
+from trainer.ecg.data import WINDOW_LENGTH, load_ecg, tutorial_split
+from worker.core.errors import DataError
 
 
 def _write_csv(path: Path, windows: np.ndarray, labels: np.ndarray) -> Path:

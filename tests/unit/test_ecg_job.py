@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from trainer.ecg_job import PROFILES, add_arguments, resolve_profile
-from worker.errors import ConfigError
+from trainer.ecg.job import PROFILES, add_arguments, resolve_profile
+from worker.core.errors import ConfigError
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -60,7 +60,7 @@ def test_bad_rule() -> None:
 
 def test_options_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, argparse, trainer.ecg_job as j; j.add_arguments(argparse.ArgumentParser());"
+        "import sys, argparse, trainer.ecg.job as j; j.add_arguments(argparse.ArgumentParser());"
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.report import ReportInputs, write_report
-from worker.evaluation import detection_metrics
+from trainer.ecg.report import ReportInputs, write_report
+from worker.core.evaluation import detection_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.errors import DataError
-from worker.evaluation import detection_metrics, metrics_table
+from worker.core.errors import DataError
+from worker.core.evaluation import detection_metrics, metrics_table
 
 
 def test_hand_computed_counts() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import fashion_data
-from trainer.fashion_data import FILES, http_download, keras_cache_dir, load_fashion_mnist
-from trainer.idx import encode_idx
-from worker.errors import DataError
+from trainer.images import fashion_data
+from trainer.images.fashion_data import FILES, http_download, keras_cache_dir, load_fashion_mnist
+from trainer.images.idx import encode_idx
+from worker.core.errors import DataError
 
 N_TRAIN, N_TEST = 6, 4
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from tests.conftest import FakeClock
-from worker.health import HealthState, MetricsServer
+from worker.service.http_server import HealthState, MetricsServer
 
 
 @pytest.fixture

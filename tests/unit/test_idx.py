@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from trainer.idx import encode_idx, parse_idx, read_idx
-from worker.errors import DataError
+from trainer.images.idx import encode_idx, parse_idx, read_idx
+from worker.core.errors import DataError
 
 # A 2 x 3 ubyte array, written out byte by byte as in the IDX spec.
 SMALL_UBYTE = bytes.fromhex("000008020000000200000003") + bytes([0, 1, 2, 3, 254, 255])

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import denoiser_job, images_report
 from trainer.cli import build_parser, main
-from worker.errors import DataError
+from trainer.images import denoiser_job
+from trainer.images import report as images_report
+from worker.core.errors import DataError
 
 
 def test_defaults_are_the_tutorials():
@@ -43,7 +44,7 @@ def test_help_does_not_import_tensorflow():
     # A fresh interpreter: another test in this session may have imported TensorFlow.
     code = (
         "import argparse, sys\n"
-        "from trainer import denoiser_job, fashion_ae_job\n"
+        "from trainer.images import denoiser_job, fashion_ae_job\n"
         "for m in (fashion_ae_job, denoiser_job): m.add_arguments(argparse.ArgumentParser())\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
@@ -54,7 +55,7 @@ def test_missing_data_is_one_clear_line_and_exit_code_2(monkeypatch, capsys):
     def nothing(*args, **kwargs):
         raise DataError("Fashion-MNIST not found; tried: ...")
 
-    monkeypatch.setattr("trainer.image_training.load_fashion_mnist", nothing)
+    monkeypatch.setattr("trainer.images.training.load_fashion_mnist", nothing)
     assert main(["denoiser", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["ecg-train: error: Fashion-MNIST not found; tried: ..."]

@@ -23,15 +23,15 @@ from tests.conftest import (
     FakeRecord,
     synthetic_windows,
 )
-from worker.artifact import EcgArtifact
-from worker.config import BatchingConfig, WorkerConfig
-from worker.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
-from worker.drift import DriftMonitor
-from worker.health import HealthState
-from worker.loop import WorkerLoop
-from worker.metrics import WorkerMetrics
-from worker.rebalance import PartitionTracker
-from worker.scorer import Scorer
+from worker.core.artifact import EcgArtifact
+from worker.core.scorer import Scorer
+from worker.service.config import BatchingConfig, WorkerConfig
+from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
+from worker.service.drift import DriftMonitor
+from worker.service.http_server import HealthState
+from worker.service.loop import WorkerLoop
+from worker.service.metrics import WorkerMetrics
+from worker.service.rebalance import PartitionTracker
 
 IN, SCORES, ANOM, DLQ = "ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.windows.dlq"
 

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.conftest import FakeClock
-from worker.artifact import EcgArtifact
-from worker.drift import DriftMonitor
-from worker.metrics import BatchReport, WorkerMetrics, error_buckets
+from worker.core.artifact import EcgArtifact
+from worker.service.drift import DriftMonitor
+from worker.service.metrics import BatchReport, WorkerMetrics, error_buckets
 
 DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
-from worker.offline import CsvRejected, CsvWindow, main, read_windows, score_file
-from worker.scorer import Scorer
+from worker.cli.ecg_score import CsvRejected, CsvWindow, main, read_windows, score_file
+from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.scorer import Scorer
 
 N = 140
 
 
 class Dense:
-    """Quacks like keras.layers.Dense for worker.artifact.dense_stack."""
+    """Quacks like keras.layers.Dense for worker.core.artifact.dense_stack."""
 
     def __init__(self, name: str, kernel: np.ndarray, bias: np.ndarray, activation: str) -> None:
         self.name, self._weights, self._activation = name, [kernel, bias], activation
@@ -206,7 +206,7 @@ def test_offline_does_not_import_tensorflow() -> None:
     import sys
 
     code = (
-        "import sys, worker.offline, worker.evaluation;"
+        "import sys, worker.cli.ecg_score, worker.core.evaluation;"
         "print('tensorflow' in sys.modules, 'trainer' in sys.modules, 'sklearn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from kafka.structs import TopicPartition
 
-from worker.rebalance import PartitionTracker
+from worker.service.rebalance import PartitionTracker
 
 
 def tp(partition: int) -> TopicPartition:

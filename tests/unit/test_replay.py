@@ -17,7 +17,7 @@ from clients.replay import (
     replay,
     take,
 )
-from worker.errors import BrokerError, ConfigError, DataError
+from worker.core.errors import BrokerError, ConfigError, DataError
 
 N = 140
 
@@ -290,7 +290,7 @@ def test_parser_rejects_bad_numbers(capsys):
 
 def test_default_source_is_the_tutorial_test_split():
     from clients.replay import ecg5000_test_windows
-    from trainer.data import load_ecg, tutorial_split
+    from trainer.ecg.data import load_ecg, tutorial_split
 
     windows = ecg5000_test_windows()
     split = tutorial_split(load_ecg())

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
-from worker.errors import DataError
-from worker.scorer import Scorer, abnormal_segments
+from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.errors import DataError
+from worker.core.scorer import Scorer, abnormal_segments
 
 LO, HI = -7.0, 5.0
 
@@ -18,7 +18,7 @@ LO, HI = -7.0, 5.0
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Scorer, np.ndarray]:
     """A briefly trained tutorial model (so weights are not trivial) and its Scorer."""
-    from trainer.model import build_autoencoder, seed_everything
+    from trainer.ecg.model import build_autoencoder, seed_everything
 
     seed_everything(0)
     rng = np.random.default_rng(0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.scorer import abnormal_segments
-from worker.segments import batch_abnormal_segments
+from worker.core.scorer import abnormal_segments
+from worker.core.segments import batch_abnormal_segments
 
 
 def assert_same(batch: np.ndarray, **kwargs: int) -> None:

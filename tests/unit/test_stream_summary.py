@@ -25,9 +25,9 @@ from clients.worker_counters import (
     parse_counters,
 )
 from tests.conftest import synthetic_windows
-from worker.errors import DataError
-from worker.metrics import BatchReport, WorkerMetrics
-from worker.scorer import Scorer
+from worker.core.errors import DataError
+from worker.core.scorer import Scorer
+from worker.service.metrics import BatchReport, WorkerMetrics
 
 VERSION = "3f1c2a9b0d4e5f67"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.threshold import ThresholdRule, choose, max_f1, mean_std, parse_rule, percentile
-from worker.errors import ConfigError, DataError
+from trainer.ecg.threshold import ThresholdRule, choose, max_f1, mean_std, parse_rule, percentile
+from worker.core.errors import ConfigError, DataError
 
 
 def test_parse_rules() -> None:

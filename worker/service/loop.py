@@ -19,8 +19,7 @@ import numpy as np
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from worker.batcher import Batcher
-from worker.codec import (
+from worker.core.codec import (
     NON_FINITE,
     Rejected,
     Window,
@@ -30,14 +29,15 @@ from worker.codec import (
     reject_window,
     windows_array,
 )
-from worker.config import WorkerConfig
-from worker.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
-from worker.drift import DriftMonitor
-from worker.health import HealthState
-from worker.metrics import BatchReport, WorkerMetrics
-from worker.rebalance import PartitionTracker
-from worker.scorer import Scorer
-from worker.segments import batch_abnormal_segments
+from worker.core.scorer import Scorer
+from worker.core.segments import batch_abnormal_segments
+from worker.service.batcher import Batcher
+from worker.service.config import WorkerConfig
+from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
+from worker.service.drift import DriftMonitor
+from worker.service.http_server import HealthState
+from worker.service.metrics import BatchReport, WorkerMetrics
+from worker.service.rebalance import PartitionTracker
 
 log = logging.getLogger(__name__)
 

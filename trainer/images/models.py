@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.fashion_data import IMAGE_SIDE
+from trainer.images.fashion_data import IMAGE_SIDE
 
 LEARNING_SETTINGS = {"optimizer": "adam", "loss": "mse"}
 

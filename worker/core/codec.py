@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from worker.scorer import Segment
+from worker.core.scorer import Segment
 
 # Reason codes (docs/design.md, "Dead letters").
 EMPTY = "empty"

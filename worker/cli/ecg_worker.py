@@ -12,8 +12,8 @@ import logging
 import os
 import sys
 
-from worker.config import WorkerConfig, env_help
-from worker.errors import BrokerError, EcgError
+from worker.core.errors import BrokerError, EcgError
+from worker.service.config import WorkerConfig, env_help
 
 log = logging.getLogger("ecg-worker")
 DEFAULT_CONFIG = "deploy/worker.yaml"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
-    from worker.service import run  # imports numpy: after the BLAS settings
+    from worker.service.app import run  # imports numpy: after the BLAS settings
 
     try:
         config = WorkerConfig.from_yaml(args.config)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer.download import download_to as http_download
-from trainer.idx import read_idx
-from worker.errors import DataError
+from trainer.images.idx import read_idx
+from worker.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.download import download_to
-from worker.errors import DataError
+from worker.core.errors import DataError
 
 WINDOW_LENGTH = 140
 TUTORIAL_URL = "http://storage.googleapis.com/download.tensorflow.org/data/ecg.csv"

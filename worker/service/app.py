@@ -1,6 +1,6 @@
 """Wiring of one worker process: artifact, metrics endpoint, Kafka clients, the loop, signals.
 
-``run(config)`` is what ``ecg-worker`` does after parsing its arguments (``worker.cli``).
+``run(config)`` is what ``ecg-worker`` does after parsing its arguments (``worker.cli.ecg_worker``).
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from worker.artifact import load_ecg_artifact
-from worker.config import WorkerConfig
-from worker.delivery import AtLeastOnceDelivery
-from worker.drift import DriftMonitor
-from worker.errors import ConfigError
-from worker.health import HealthState, MetricsServer
-from worker.kafka_io import connect, ensure_topics
-from worker.loop import WorkerLoop
-from worker.metrics import WorkerMetrics
-from worker.rebalance import PartitionTracker
-from worker.scorer import Scorer
+from worker.core.artifact import load_ecg_artifact
+from worker.core.errors import ConfigError
+from worker.core.scorer import Scorer
+from worker.service.config import WorkerConfig
+from worker.service.delivery import AtLeastOnceDelivery
+from worker.service.drift import DriftMonitor
+from worker.service.http_server import HealthState, MetricsServer
+from worker.service.kafka_io import connect, ensure_topics
+from worker.service.loop import WorkerLoop
+from worker.service.metrics import WorkerMetrics
+from worker.service.rebalance import PartitionTracker
 
 log = logging.getLogger("ecg-worker")
 # Extra time granted to a flush beyond the producer's own delivery timeout.

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.artifact import EcgArtifact
-from worker.errors import DataError
+from worker.core.artifact import EcgArtifact
+from worker.core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The tutorial's ECG autoencoder, as a plain ``Sequential`` of two named ``Sequential``s.
 
 Not a subclassed ``Model``: this way ``model.save("model.keras")`` round-trips and
-``worker.artifact.dense_stack`` can read the Dense layers for the numpy scorer.
+``worker.core.artifact.dense_stack`` can read the Dense layers for the numpy scorer.
 Importing this module imports TensorFlow; only training jobs do (inside ``run()``).
 """
 

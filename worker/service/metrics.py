@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.artifact import EcgArtifact
-from worker.codec import REASONS
-from worker.drift import DriftMonitor
-from worker.histogram import BulkHistogram
+from worker.core.artifact import EcgArtifact
+from worker.core.codec import REASONS
+from worker.service.drift import DriftMonitor
+from worker.service.histogram import BulkHistogram
 
 # Multiples of the threshold: fine resolution around it, so that the share of windows near
 # the decision boundary and the normal/anomalous split (le = threshold) are readable.

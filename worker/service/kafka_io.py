@@ -16,9 +16,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from worker.config import CONSUMER_KEYS, WorkerConfig
-from worker.errors import BrokerError
-from worker.rebalance import PartitionTracker
+from worker.core.errors import BrokerError
+from worker.service.config import CONSUMER_KEYS, WorkerConfig
+from worker.service.rebalance import PartitionTracker
 
 log = logging.getLogger(__name__)
 

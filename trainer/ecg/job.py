@@ -1,4 +1,4 @@
-"""``ecg-train ecg``: train the ECG autoencoder (``trainer.ecg_training``), write the
+"""``ecg-train ecg``: train the ECG autoencoder (``trainer.ecg.training``), write the
 artifact the worker serves, a report next to it, and print the metrics next to the
 tutorial's.
 
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from trainer import threshold as thresholds
-from trainer.data import WINDOW_LENGTH, EcgData, load_ecg
-from trainer.ecg_training import PROFILES, Profile, TrainResult, train
-from worker.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
-from worker.errors import ArtifactError, ConfigError
-from worker.evaluation import TUTORIAL_METRICS, metrics_table
-from worker.scorer import Scorer
+from trainer.ecg import threshold as thresholds
+from trainer.ecg.data import WINDOW_LENGTH, EcgData, load_ecg
+from trainer.ecg.training import PROFILES, Profile, TrainResult, train
+from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.errors import ArtifactError, ConfigError
+from worker.core.evaluation import TUTORIAL_METRICS, metrics_table
+from worker.core.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     _verify(out, result)
     log.info("artifact %s written to %s", meta["model_version"], out)
     if not args.no_report:
-        from trainer.report import write_report
+        from trainer.ecg.report import write_report
 
         write_report(out / "report", result.report_inputs(profile.name, meta["model_version"]))
         log.info("report written to %s", out / "report")

@@ -13,8 +13,8 @@ import argparse
 
 import numpy as np
 
-from trainer import image_training
-from worker.argtypes import non_negative_float
+from trainer.images import training as image_training
+from worker.cli.argtypes import non_negative_float
 
 KIND = "fashion-denoiser"
 DEFAULT_OUT = "artifacts/denoiser"
@@ -41,7 +41,7 @@ def add_noise(images: np.ndarray, noise_factor: float, rng: np.random.Generator)
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, write the artifact and its report; returns the exit code."""
     data = image_training.load_data(args)  # before TensorFlow: a data error fails fast
-    from trainer.image_models import build_denoiser
+    from trainer.images.models import build_denoiser
 
     rng = np.random.default_rng(args.seed)
     x_train, x_test = data.x_train[..., np.newaxis], data.x_test[..., np.newaxis]

@@ -1,7 +1,7 @@
 """Training the ECG autoencoder: the profiles (recipes), the fit with early stopping and
 restarts, and scoring every split with the worker's ``Scorer``.
 
-Errors, the threshold and the metrics all come from ``worker.scorer.Scorer`` over the exact
+Errors, the threshold and the metrics all come from ``worker.core.scorer.Scorer`` over the exact
 float32 weights that get saved. The test split never influences a choice: epochs, early
 stopping, restarts and ``max_f1`` use a validation split carved from training.
 """
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from trainer import threshold as thresholds
-from trainer.data import WINDOW_LENGTH, EcgData, tutorial_split
-from worker.artifact import QUANTILE_LEVELS, DenseLayer, EcgArtifact, Normalisation
-from worker.errors import DataError
-from worker.evaluation import detection_metrics
-from worker.scorer import Scorer, Scores
+from trainer.ecg import threshold as thresholds
+from trainer.ecg.data import WINDOW_LENGTH, EcgData, tutorial_split
+from worker.core.artifact import QUANTILE_LEVELS, DenseLayer, EcgArtifact, Normalisation
+from worker.core.errors import DataError
+from worker.core.evaluation import detection_metrics
+from worker.core.scorer import Scorer, Scores
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class TrainResult:
 
     def report_inputs(self, profile: str, model_version: str) -> Any:
         """The report's inputs (lazy import keeps matplotlib out of training)."""
-        from trainer.report import ReportInputs
+        from trainer.ecg.report import ReportInputs
 
         return ReportInputs(
             profile=profile,
@@ -209,7 +209,7 @@ def _fit(
     """
     import keras
 
-    from trainer.model import ValidationAuc, build_autoencoder, seed_everything
+    from trainer.ecg.model import ValidationAuc, build_autoencoder, seed_everything
 
     seed_everything(seed)  # restarts draw their initialisations from this one stream
     higher_is_better = profile.monitor == "val_auc"
@@ -270,7 +270,7 @@ def _fit(
 
 def _in_memory_artifact(model: Any, norm: Normalisation, threshold: float) -> EcgArtifact:
     """The artifact the worker would load, without the disk round trip."""
-    from worker.artifact import dense_stack
+    from worker.core.artifact import dense_stack
 
     layers = tuple(DenseLayer(k, b, a) for k, b, a in dense_stack(model))
     return EcgArtifact(

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from worker.evaluation import METRIC_NAMES, TUTORIAL_METRICS
+from worker.core.evaluation import METRIC_NAMES, TUTORIAL_METRICS
 
 NORMAL_COLOUR = "tab:blue"
 ANOMALY_COLOUR = "tab:red"

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from trainer import images_report
-from trainer.fashion_data import FashionMnist, load_fashion_mnist
-from trainer.image_models import LEARNING_SETTINGS, layer_summary
-from worker.argtypes import positive_int
-from worker.artifact import write_artifact
+from trainer.images import report as images_report
+from trainer.images.fashion_data import FashionMnist, load_fashion_mnist
+from trainer.images.models import LEARNING_SETTINGS, layer_summary
+from worker.cli.argtypes import positive_int
+from worker.core.artifact import write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
 
 
 def load_data(args: argparse.Namespace) -> FashionMnist:
-    """The data set as the options ask (lookup order in ``trainer.fashion_data``)."""
+    """The data set as the options ask (lookup order in ``trainer.images.fashion_data``)."""
     return load_fashion_mnist(args.data).limited(args.train_limit, args.test_limit)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.errors import ArtifactError
+from worker.core.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 ARTIFACT_FILE = "artifact.json"

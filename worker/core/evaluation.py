@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.errors import DataError
+from worker.core.errors import DataError
 
 METRIC_NAMES = (
     "accuracy",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.errors import ConfigError, DataError
+from worker.core.errors import ConfigError, DataError
 
 RULES = ("mean_std", "percentile:P", "max_f1")
 

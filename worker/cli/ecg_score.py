@@ -30,9 +30,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from worker.artifact import load_ecg_artifact
-from worker.errors import DataError, EcgError
-from worker.scorer import Scorer
+from worker.core.artifact import load_ecg_artifact
+from worker.core.errors import DataError, EcgError
+from worker.core.scorer import Scorer
 
 # A systematically broken file (say, the wrong delimiter) must not bury the terminal: the
 # first rejections are shown, the rest are counted; the output has every one.
@@ -127,7 +127,7 @@ def score_file(scorer: Scorer, lines: IO[str]) -> ScoreRun:
                 record["label"] = w.label
             records[w.row] = record
         if windows[0].label is not None:
-            from worker.evaluation import detection_metrics
+            from worker.core.evaluation import detection_metrics
 
             labels = np.asarray([w.label for w in windows])
             metrics = detection_metrics(labels, scores.errors, scores.anomalies)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = len(run.records) - run.rejected
     print(f"ecg-score: {scored} rows scored, {run.rejected} rejected", file=report)
     if run.metrics is not None:
-        from worker.evaluation import metrics_table
+        from worker.core.evaluation import metrics_table
 
         recorded = (scorer.artifact.metadata.get("metrics") or {}).get("test") or {}
         columns = {"this input": run.metrics}

@@ -1,6 +1,6 @@
 """Abnormal segments of many windows at once: ``scorer.abnormal_segments`` vectorised.
 
-Same rule as ``worker.scorer.abnormal_segments`` (moving-average smoothing, runs above the
+Same rule as ``worker.core.scorer.abnormal_segments`` (moving-average smoothing, runs above the
 window's mean + 1 std, ranked by mean raw error, fallback to the worst stretch), computed
 for a whole batch with array operations. The per-window version costs ~50 us in Python
 loops, more than decoding and scoring together, and anomalous windows can be frequent.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.scorer import Segment
+from worker.core.scorer import Segment
 
 
 def batch_abnormal_segments(

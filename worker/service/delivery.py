@@ -24,7 +24,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from worker.errors import BrokerError
+from worker.core.errors import BrokerError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.errors import DataError
+from worker.core.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 # IDX type code -> big-endian numpy dtype.

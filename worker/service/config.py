@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 # kafka-python settings the worker owns: passing them through would break the delivery
 # protocol (auto-commit, acks) or the wire format (serialisers).

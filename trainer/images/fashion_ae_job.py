@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from trainer import image_training
-from worker.argtypes import positive_int
+from trainer.images import training as image_training
+from worker.cli.argtypes import positive_int
 
 KIND = "fashion-dense-ae"
 DEFAULT_OUT = "artifacts/fashion-ae"
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, write the artifact and its report; returns the exit code."""
     data = image_training.load_data(args)  # before TensorFlow: a data error fails fast
-    from trainer.image_models import build_dense_autoencoder
+    from trainer.images.models import build_dense_autoencoder
 
     image_training.seed_everything(args.seed)
     model = build_dense_autoencoder(args.latent_dim)
