@@ -24,8 +24,6 @@ from worker.service.metrics import WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 
 log = logging.getLogger("ecg-worker")
-# Extra time granted to a flush beyond the producer's own delivery timeout.
-FLUSH_MARGIN_S = 5.0
 
 
 def run(config: WorkerConfig) -> int:
@@ -69,7 +67,7 @@ def run(config: WorkerConfig) -> int:
     try:
         ensure_topics(config)
         clients = connect(config, tracker)
-        flush_s = float(clients.producer.config["delivery_timeout_ms"]) / 1000.0 + FLUSH_MARGIN_S
+        flush_s = config.kafka.flush_bound_ms / 1000.0
         delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
         loop = WorkerLoop(
             config, clients.consumer, delivery, scorer, metrics, tracker, health, drift
