@@ -21,7 +21,7 @@ from worker.service.http_server import HealthState, MetricsServer
 from worker.service.kafka_io import connect, ensure_topics
 from worker.service.loop import WorkerLoop
 from worker.service.metrics import WorkerMetrics
-from worker.service.rebalance import PartitionTracker
+from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
 
 log = logging.getLogger("ecg-worker")
 
@@ -62,11 +62,18 @@ def run(config: WorkerConfig) -> int:
 
     def on_assignment(partitions: frozenset[tuple[str, int]]) -> None:
         health.partitions = partitions
+        health.joined = True
 
     tracker = PartitionTracker(on_change=on_assignment)
     try:
         ensure_topics(config)
         clients = connect(config, tracker)
+        tracker.cooperative = uses_cooperative_protocol(
+            clients.consumer.config["partition_assignment_strategy"]
+        )
+        # Cooperative rebalancing calls no listener for an empty assignment, so there the
+        # running loop is the only sign of a working consumer.
+        health.joined = health.joined or tracker.cooperative
         flush_s = config.kafka.flush_bound_ms / 1000.0
         delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
         loop = WorkerLoop(
