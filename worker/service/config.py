@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from worker.core.codec import FieldLimits
+# No numpy here (nor through worker.core.codec): ecg-worker reads its config before it
+# sets the BLAS thread variables, which must precede the first numpy import.
 from worker.core.errors import ConfigError
 
 # kafka-python settings the worker owns: passing them through would break the delivery
@@ -151,10 +152,6 @@ class LimitsConfig:
     max_field_depth: int = 16
     max_field_keys: int = 256
     max_batch_bytes: int = 8 * 1024 * 1024
-
-    def field_limits(self) -> FieldLimits:
-        """The extra-field bounds in the codec's terms."""
-        return FieldLimits(self.max_field_bytes, self.max_field_depth, self.max_field_keys)
 
 
 @dataclass(frozen=True)

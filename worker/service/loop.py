@@ -29,6 +29,7 @@ from worker.core.codec import (
     SEND_FAILED,
     UNENCODABLE,
     UNSCORABLE,
+    FieldLimits,
     Rejected,
     Window,
     decode,
@@ -98,7 +99,10 @@ class WorkerLoop:
         self._topics = config.topics
         self._window_length = scorer.window_length
         self._max_record_bytes = config.limits.max_record_bytes
-        self._field_limits = config.limits.field_limits()
+        limits = config.limits
+        self._field_limits = FieldLimits(
+            limits.max_field_bytes, limits.max_field_depth, limits.max_field_keys
+        )
         self._max_request_size = config.kafka.max_request_size
         self._batcher: Batcher[Window | Rejected] = Batcher(
             config.batching.max_batch_size,
