@@ -14,6 +14,7 @@ import sys
 
 from worker.core.errors import BrokerError, EcgError
 from worker.service.config import WorkerConfig, env_help
+from worker.service.secrets import install_log_redaction, redact, secret_values
 
 log = logging.getLogger("ecg-worker")
 DEFAULT_CONFIG = "deploy/worker.yaml"
@@ -58,19 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     from worker.service.app import run  # imports numpy: after the BLAS settings
 
     try:
         config = WorkerConfig.from_yaml(args.config)
+        # From here on no log line, at any level, shows the SASL or key password.
+        install_log_redaction(secret_values(config.kafka.client))
         return run(config)
     except BrokerError as exc:
         log.error("Kafka failure: %s", exc)
-        print(f"ecg-worker: error: {exc}", file=sys.stderr)
+        print(f"ecg-worker: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except EcgError as exc:
-        print(f"ecg-worker: error: {exc}", file=sys.stderr)
+        print(f"ecg-worker: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ecg-worker: interrupted; uncommitted records will be replayed", file=sys.stderr)

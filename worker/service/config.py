@@ -8,6 +8,7 @@ cross-checked, and a fixed list of ``ECG_*`` environment variables overrides sin
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from worker.core.errors import ConfigError
+from worker.service import secrets
 
 # kafka-python settings the worker owns: passing them through would break the delivery
 # protocol (auto-commit, acks) or the wire format (serialisers).
@@ -188,7 +190,8 @@ class WorkerConfig:
         cls, raw: Mapping[str, Any], where: str = "config", env: Mapping[str, str] | None = None
     ) -> WorkerConfig:
         """Build from an already-parsed mapping (same rules as ``from_yaml``)."""
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        # A deep copy: env overrides write into nested sections such as kafka.client.
+        data = copy.deepcopy({k: v for k, v in raw.items()})
         _apply_env(data, os.environ if env is None else env)
         config = _build(cls, data, where)
         _cross_check(config, where)
@@ -237,6 +240,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+    *(EnvOverride(name, ("kafka", "client", key), str, text)
+      for name, key, text in secrets.SECURITY_ENV),
 )  # fmt: skip
 
 
@@ -244,7 +249,7 @@ def env_help() -> str:
     """The environment overrides as lines for ``--help``."""
     lines = ["environment overrides (applied on top of the config file):"]
     for item in ENV_OVERRIDES:
-        lines.append(f"  {item.name:<24} {'.'.join(item.path):<26} {item.help}")
+        lines.append(f"  {item.name:<24} {'.'.join(item.path):<38} {item.help}")
     return "\n".join(lines)
 
 
@@ -266,6 +271,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 raise ConfigError(f"config: section {part!r} must be a mapping")
             target = section
         target[item.path[-1]] = value
+        # A secret from the environment replaces the file in the config, and vice versa.
+        other = secrets.sibling(item.path[-1])
+        if other is not None:
+            target.pop(other, None)
 
 
 # --------------------------------------------------------------------------- building
@@ -318,7 +327,7 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
             )
         return tuple(servers)
     if dotted == "kafka.client":
-        return _client_settings(value, where)
+        return _client_settings(secrets.resolve_secret_files(value, where), where)
     if isinstance(default, Path):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: {dotted} must be a path string, got {value!r}")
