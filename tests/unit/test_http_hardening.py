@@ -110,12 +110,11 @@ def test_a_client_trickling_its_request_holds_no_thread_from_the_probes() -> Non
             close_all(tricklers)
 
 
-@pytest.mark.parametrize("head", [b"X" * 20000 + b"\r\n\r\n"])
-def test_an_oversized_request_head_is_refused(head: bytes) -> None:
-    with serving() as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + head)
-            reply = sock.recv(1024)
+def test_an_oversized_request_head_is_refused() -> None:
+    head = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"X" * 20000 + b"\r\n\r\n"
+    with serving() as server, socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+        sock.sendall(head)
+        reply = sock.recv(1024)
     assert reply.startswith(b"HTTP/1.1 431") or reply.startswith(b"HTTP/1.0 431")
 
 
