@@ -5,7 +5,8 @@
 
 (one line; wrapped here). Sample ranges are ``start-end`` with ``end`` exclusive, as in the
 record. A record that is not a readable alert prints a line starting with ``!!`` naming
-where it is and what is wrong, and the command carries on.
+where it is and what is wrong, and the command carries on. Control characters in ids, keys
+and messages are printed escaped (``\\x1b``), never sent to the terminal as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from clients.kafka_clients import (
     make_consumer,
     require_topic,
 )
+from clients.terminal import printable
 from worker.cli.argtypes import positive_float, positive_int
 from worker.core.errors import EcgError
 
@@ -69,7 +71,12 @@ def format_alert(record: Mapping[str, Any], key: bytes | str | None) -> str:
 
 
 def render_record(value: bytes | None, key: bytes | None, where: str) -> str:
-    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line)."""
+    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line).
+    Control characters from the record are escaped (``clients.terminal.printable``)."""
+    return printable(_render(value, key, where))
+
+
+def _render(value: bytes | None, key: bytes | None, where: str) -> str:
     if not value:
         return f"!! {where}: empty record, not an alert"
     try:

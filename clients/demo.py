@@ -47,6 +47,7 @@ from clients.stream_summary import (
     problems,
     summarise,
 )
+from clients.terminal import printable
 from clients.worker_counters import (
     WorkerCounters,
     counter_problems,
@@ -84,7 +85,7 @@ METRICS_SETTLE_S = 5.0
 
 def say(message: str) -> None:
     """A progress line on stderr (stdout carries only the summary)."""
-    print(f"ecg-demo: {message}", file=sys.stderr, flush=True)
+    print(f"ecg-demo: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def new_run_id() -> str:
