@@ -26,7 +26,8 @@ from kafka.errors import KafkaError
 from clients.kafka_clients import (
     BOOTSTRAP_EPILOG,
     add_bootstrap_argument,
-    default_bootstrap,
+    add_kafka_config_argument,
+    load_kafka_config,
     make_consumer,
     require_topic,
 )
@@ -154,14 +155,20 @@ def follow(
 
 
 def open_follower(
-    bootstrap_servers: str, topic: str, from_beginning: bool, idle_timeout_s: float | None
+    bootstrap_servers: str,
+    topic: str,
+    from_beginning: bool,
+    idle_timeout_s: float | None,
+    settings: dict[str, Any] | None = None,
 ) -> Any:
-    """A group-less consumer on every partition of ``topic``, positioned at the start or end.
+    """A group-less consumer on every partition of ``topic``, positioned at the start or end;
+    ``settings`` are extra kafka-python settings (security).
 
     The end position is resolved here, so every alert produced after this returns is shown.
     """
     consumer = make_consumer(
         bootstrap_servers,
+        **(settings or {}),
         consumer_timeout_ms=float("inf") if idle_timeout_s is None else idle_timeout_s * 1000,
     )
     try:
@@ -190,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BOOTSTRAP_EPILOG,
     )
     add_bootstrap_argument(parser)
+    add_kafka_config_argument(parser)
     parser.add_argument(
         "--topic", default=DEFAULT_TOPIC, help="anomalies topic (default: %(default)s)"
     )
@@ -217,10 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a known error, 0 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
-    bootstrap = args.bootstrap_servers or default_bootstrap()
+    bootstrap = args.bootstrap_servers or "the configured broker"
     tally = Tally()
     try:
-        consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
+        kafka = load_kafka_config(args.kafka_config)
+        bootstrap = args.bootstrap_servers or ",".join(kafka.bootstrap_servers)
+        consumer = open_follower(
+            bootstrap, args.topic, args.from_beginning, args.timeout_s, kafka.consumer_settings()
+        )
         try:
             follow(consumer, sys.stdout, args.max_messages, tally)
         finally:

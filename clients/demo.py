@@ -36,7 +36,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from clients.kafka_clients import make_consumer, make_producer
+from clients.kafka_clients import load_kafka_config, make_consumer, make_producer
 from clients.local_broker import REPO_ROOT, LocalBroker
 from clients.replay import Pacer, ReplayWindow, replay, split_windows
 from clients.stream_summary import (
@@ -59,6 +59,7 @@ from worker.cli.argtypes import positive_float, positive_int
 from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
 from worker.core.errors import BrokerError, DataError, EcgError
 from worker.core.scorer import Scorer
+from worker.service.config import KafkaConfig
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
@@ -111,6 +112,8 @@ class Demo:
     topics: dict[str, str] = field(default_factory=dict)
     topics_created: bool = False
     bootstrap: str = ""
+    # Security settings for the demo's own clients: the worker's config and ECG_* variables.
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def run(self) -> int:
         """Everything between starting the broker and printing the summary."""
@@ -118,6 +121,7 @@ class Demo:
         self.topics = {role: f"{BASE_TOPICS[role]}.{self.run_id}" for role in TOPIC_ROLES}
         run_dir = Path(args.run_dir) / self.run_id
         say(f"run {self.run_id} (logs in {run_dir})")
+        self.kafka = load_kafka_config(args.worker_config)
 
         if args.bootstrap_servers:
             self.bootstrap = args.bootstrap_servers
@@ -289,7 +293,7 @@ class Demo:
 
     def open_reader(self) -> Any:
         """One group-less consumer on every partition of the three output topics, at offset 0."""
-        consumer = make_consumer(self.bootstrap)
+        consumer = make_consumer(self.bootstrap, **self.kafka.consumer_settings())
         partitions = [
             TopicPartition(self.topics[role], p)
             for role in ("scores", "anomalies", "dead_letter")
@@ -304,7 +308,7 @@ class Demo:
         from tqdm import tqdm
 
         say(f"replaying {len(windows)} windows to {self.topics['input']}")
-        producer = make_producer(self.bootstrap)
+        producer = make_producer(self.bootstrap, **self.kafka.producer_settings())
         try:
             with tqdm(total=len(windows), unit="win", file=sys.stderr, disable=None) as bar:
                 report = replay(
@@ -384,7 +388,11 @@ class Demo:
 
     def _admin(self) -> KafkaAdminClient:
         try:
+            settings = {
+                k: v for k, v in self.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
+            }
             return KafkaAdminClient(
+                **settings,
                 bootstrap_servers=self.bootstrap,
                 bootstrap_timeout_ms=10_000,
                 client_id=f"ecg-demo-{self.run_id}",

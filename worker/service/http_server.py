@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from waitress import wasyncore
 from waitress.server import create_server
 
 # A scrape or probe is one small request: 10 s without a byte means the client is gone or
@@ -126,8 +127,15 @@ class MetricsServer:
 
     def stop(self) -> None:
         """Stop serving, close every connection and release the port."""
-        self._server.close()
-        self._thread.join(timeout=5)
+        server = self._server
+        if self._thread.is_alive():
+            # Sockets belong to the event loop's thread: close them there (the trigger runs
+            # the function in that thread); the loop ends when nothing is left to watch.
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            self._thread.join(timeout=5)
+        else:
+            wasyncore.close_all(server._map)
+        server.task_dispatcher.shutdown()
 
 
 Environ = dict[str, Any]
