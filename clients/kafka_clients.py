@@ -76,7 +76,7 @@ def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
         "client_id": "ecg-tools",
         **config,
     }
-    with diagnosing() as diagnosis:
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
         try:
             return KafkaProducer(bootstrap_servers=bootstrap_servers, **settings)
         except KafkaError as exc:
@@ -94,7 +94,7 @@ def make_consumer(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
         "client_id": "ecg-tools",
         **config,
     }
-    with diagnosing() as diagnosis:
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
         try:
             return KafkaConsumer(bootstrap_servers=bootstrap_servers, **settings)
         except KafkaError as exc:
@@ -110,4 +110,8 @@ def require_topic(consumer: KafkaConsumer, topic: str, bootstrap_servers: str) -
     except KafkaError as exc:
         raise BrokerError(f"cannot list topics on {bootstrap_servers}: {exc}") from exc
     if topic not in topics:
-        raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+        # With ACLs a broker lists only the topics this user may describe.
+        raise BrokerError(
+            f"topic {topic!r} does not exist on {bootstrap_servers}, or this user is not "
+            "allowed to see it (ACLs)"
+        )

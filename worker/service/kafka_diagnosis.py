@@ -64,11 +64,31 @@ class _Listener(logging.Handler):
             self.messages.append(redact(message))
 
 
+# Kafka answers a SCRAM login for an unknown user by closing the connection, no error code.
+_SASL_HANG_UP = (
+    "socket disconnected",
+    "authentication failed: the broker closed the connection during SASL authentication, "
+    "as it does for an unknown user (check sasl_plain_username and the password)",
+)
+
+
+# A broker's TLS listener drops a plaintext client's request, often without a word.
+_PLAINTEXT_HANG_UP = (
+    "socket disconnected",
+    "the broker hung up at once: this port probably expects TLS (set security_protocol to "
+    "SSL or SASL_SSL, and ssl_cafile)",
+)
+
+
 class Diagnosis:
     """What ``diagnosing()`` saw: the failure messages, and the one that explains most."""
 
-    def __init__(self, listener: _Listener) -> None:
+    def __init__(self, listener: _Listener, security_protocol: str) -> None:
         self._listener = listener
+        protocol = security_protocol.upper()
+        self._fallback = _SASL_HANG_UP if protocol.startswith("SASL_") else None
+        if protocol == "PLAINTEXT":
+            self._fallback = _PLAINTEXT_HANG_UP
 
     @property
     def messages(self) -> list[str]:
@@ -77,15 +97,17 @@ class Diagnosis:
 
     def cause(self) -> str | None:
         """The operator's sentence for the most telling failure seen, or None."""
-        for needle, meaning in _CAUSES:
+        causes = (*_CAUSES, self._fallback) if self._fallback else _CAUSES
+        for needle, meaning in causes:
             if any(needle in message for message in self._listener.messages):
                 return meaning
         return None
 
 
 @contextlib.contextmanager
-def diagnosing() -> Iterator[Diagnosis]:
-    """Collect kafka-python's connection failures while the block runs.
+def diagnosing(security_protocol: str = "PLAINTEXT") -> Iterator[Diagnosis]:
+    """Collect kafka-python's connection failures while the block runs (for clients built
+    with ``security_protocol``).
 
     While it runs, those records go to this listener instead of the last-resort stderr
     handler of a process without logging set up (the tools), so a failure prints one
@@ -94,7 +116,7 @@ def diagnosing() -> Iterator[Diagnosis]:
     logger = logging.getLogger("kafka")
     logger.addHandler(listener)
     try:
-        yield Diagnosis(listener)
+        yield Diagnosis(listener, security_protocol)
     finally:
         logger.removeHandler(listener)
 

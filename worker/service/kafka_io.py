@@ -67,7 +67,7 @@ def ensure_topics(config: WorkerConfig) -> None:
     }
     timeout_ms = config.startup.timeout_ms
     # The first connection is where a wrong password or an untrusted certificate shows.
-    with diagnosing() as diagnosis:
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
         try:
             admin = KafkaAdminClient(
                 **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
