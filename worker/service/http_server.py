@@ -26,11 +26,14 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from waitress import wasyncore
 from waitress.server import create_server
 
-# A scrape or probe is one small request: 10 s without a byte means the client is gone or
-# stalling on purpose (Prometheus' default scrape timeout is 10 s too).
-CONNECTION_TIMEOUT_S = 10
-# Prometheus, two probes and a few humans need a handful; the cap bounds memory and sockets.
-MAX_CONNECTIONS = 64
+# A scrape or probe is one small request sent at once: 5 s without a byte means the client
+# is gone or stalling on purpose. (Between scrapes Prometheus simply reconnects.)
+CONNECTION_TIMEOUT_S = 5
+# Prometheus, two probes and a few humans need a handful. A stalled connection costs a socket
+# and a small buffer, no thread, so the cap is generous: beyond it new connections (probes
+# too) wait in the listen backlog until stalled ones time out. It stays well below the usual
+# 1024 open files a container gets.
+MAX_CONNECTIONS = 256
 MAX_HEADER_BYTES = 8192
 THREADS = 2
 

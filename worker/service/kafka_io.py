@@ -85,7 +85,8 @@ def ensure_topics(config: WorkerConfig) -> None:
             _create(admin, config, missing)
         elif missing:
             raise BrokerError(
-                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, or set "
+                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, "
+                "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
                 "topics.create_topics: true for development)"
             )
     except KafkaError as exc:
