@@ -64,11 +64,11 @@ class _Listener(logging.Handler):
             self.messages.append(redact(message))
 
 
-# Kafka answers a SCRAM login for an unknown user by closing the connection, no error code.
+# Kafka may answer a failed SCRAM login (unknown user, wrong password) by just hanging up.
 _SASL_HANG_UP = (
     "socket disconnected",
-    "authentication failed: the broker closed the connection during SASL authentication, "
-    "as it does for an unknown user (check sasl_plain_username and the password)",
+    "authentication failed: the broker closed the connection during SASL authentication "
+    "(an unknown user or a wrong password: check sasl_plain_username and the password)",
 )
 
 
