@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop
+.PHONY: help setup system venv kafka-libs demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
@@ -70,6 +70,17 @@ kafka-start: kafka-libs
 
 kafka-stop:
 	bash deploy/kafka/local-kafka.sh stop
+
+# A second local broker with a SASL_SSL listener on 127.0.0.1:9096 and ACLs (docs/security.md);
+# its CA and users are in .local/kafka/secure/security/.
+SECURE_KAFKA := bash deploy/kafka/local-kafka.sh --port 9095 --controller-port 9097 \
+	--sasl-ssl-port 9096 --data-dir .local/kafka/secure
+
+kafka-start-secure: kafka-libs
+	$(SECURE_KAFKA) start
+
+kafka-stop-secure:
+	$(SECURE_KAFKA) stop
 
 clean:
 	rm -rf .local artifacts .pytest_cache .mypy_cache .ruff_cache
