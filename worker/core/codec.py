@@ -30,6 +30,8 @@ BAD_ID = "bad_id"
 WRONG_LENGTH = "wrong_length"
 NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
+# Only when the optional input-schema check is on (worker.service.input_schema).
+SCHEMA = "schema"
 REASONS = (
     EMPTY,
     OVERSIZED,
@@ -41,7 +43,12 @@ REASONS = (
     WRONG_LENGTH,
     NON_NUMERIC,
     NON_FINITE,
+    SCHEMA,
 )
+# Version of the output contract (worker/core/schemas/): the score's "schema_version" field
+# and the dead letter's "dlq.schema_version" header. Raise it on any change a reader could
+# trip over.
+SCHEMA_VERSION = 1
 _NUMBER_TYPES = frozenset({int, float})
 
 
@@ -198,6 +205,7 @@ def encode_score(
 ) -> bytes:
     """The JSON value of a score record (docs/design.md, "Score value")."""
     doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "id": window.id,
         "error": error,
         "anomaly": anomaly,
@@ -222,6 +230,7 @@ def encode_score(
 def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
     """Kafka headers naming why and where a dead letter came from (UTF-8 strings)."""
     return [
+        ("dlq.schema_version", str(SCHEMA_VERSION).encode()),
         ("dlq.reason", rejected.reason.encode()),
         ("dlq.detail", rejected.detail.encode("utf-8", "replace")),
         ("dlq.source.topic", rejected.topic.encode()),

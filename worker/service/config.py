@@ -152,6 +152,14 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Optional input check (``worker.service.input_schema``): ``none``, ``builtin`` (the
+    published input-window schema) or the path of a stricter JSON Schema file."""
+
+    input_schema: str = "none"
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything ``ecg-worker`` needs, validated."""
 
@@ -163,6 +171,7 @@ class WorkerConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     startup: StartupConfig = field(default_factory=StartupConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_yaml(
@@ -237,6 +246,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+    EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
+                "none | builtin | schema file path"),
 )  # fmt: skip
 
 
@@ -301,6 +312,7 @@ _NESTED: dict[str, type] = {
     "metrics": MetricsConfig,
     "startup": StartupConfig,
     "drift": DriftConfig,
+    "validation": ValidationConfig,
 }
 
 

@@ -36,6 +36,7 @@ from worker.service.config import WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
+from worker.service.input_schema import InputSchemaCheck
 from worker.service.metrics import BatchReport, WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 
@@ -92,6 +93,7 @@ class WorkerLoop:
         self._next_lag_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
         self._stop = False
+        self._input_check = InputSchemaCheck.from_setting(config.validation.input_schema)
 
     # ------------------------------------------------------------------ control
 
@@ -134,6 +136,8 @@ class WorkerLoop:
                     self._window_length,
                     self._max_record_bytes,
                 )
+                if self._input_check is not None and isinstance(item, Window):
+                    item = self._input_check.check(item)
                 full = self._batcher.add(item)
                 if full is not None:
                     self.process(full)
