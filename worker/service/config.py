@@ -248,6 +248,11 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
     EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
                 "none | builtin | schema file path"),
+    # Credentials from a Kubernetes Secret (the Helm chart) rather than the config file.
+    EnvOverride("ECG_SASL_USERNAME", ("kafka", "client", "sasl_plain_username"), str,
+                "SASL user name"),
+    EnvOverride("ECG_SASL_PASSWORD", ("kafka", "client", "sasl_plain_password"), str,
+                "SASL password (never logged)"),
 )  # fmt: skip
 
 
