@@ -90,7 +90,10 @@ def _local_broker_properties() -> dict[str, str]:
 def test_compose_file_is_valid_for_the_compose_specification(compose: dict[str, Any]) -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]  # fmt: skip
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(compose)
+    ]
 
     assert errors == []
 
