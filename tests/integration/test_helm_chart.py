@@ -20,10 +20,21 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import orjson
 import pytest
 import yaml
+from kafka import KafkaProducer
 
-from tests.integration.services import REPO_ROOT, unavailable
+from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.integration.services import (
+    REPO_ROOT,
+    KafkaBroker,
+    TopicNames,
+    free_port,
+    unavailable,
+)
+from tests.integration.test_worker_stream import Worker
+from tests.integration.worker_helpers import read_topic
 from worker.service.config import WorkerConfig
 
 pytestmark = pytest.mark.integration
@@ -425,3 +436,70 @@ def _merged_values(scenario: str) -> dict[str, Any]:
 
     merge(merged, SCENARIOS[scenario])
     return merged
+
+
+# --------------------------------------------------------------------------- a real worker
+
+
+def test_rendered_config_runs_a_real_worker_and_a_new_model_path_rolls_out(
+    helm: str, kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """docs/deploy.md "Roll out a new model", as far as this machine goes: the ConfigMap the
+    chart renders runs a real ``ecg-worker`` on the real broker; re-rendered with a new
+    ``model.path`` it runs the new model. (The pod, the volume and the rollout itself need a
+    cluster.)"""
+    models = tmp_path / "models"  # stands in for the volume mounted at model.mountPath
+    versions = {"ecg-v1": "1111111111111111", "ecg-v2": "2222222222222222"}
+    for path, version in versions.items():
+        write_artifact_dir(models / path, seed=7)
+        meta_path = models / path / "artifact.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta_path.write_text(json.dumps({**meta, "model_version": version}), encoding="utf-8")
+    values = {
+        "kafka": {
+            "bootstrapServers": [kafka_broker.bootstrap_servers],
+            "groupId": f"helm-{topic_names.input}",
+            "topics": {
+                "input": topic_names.input,
+                "scores": topic_names.scores,
+                "anomalies": topic_names.anomalies,
+                "deadLetter": topic_names.dead_letter,
+            },
+        },
+        "model": {"mountPath": str(models)},
+        "metricsPort": free_port(),
+    }
+    producer_windows = synthetic_windows(20, seed=3)
+    seen = 0
+    for step, path in enumerate(versions):
+        values["model"]["path"] = path
+        objects = {
+            (d["kind"] if d["kind"] != "ConfigMap" else d["metadata"]["name"]): d
+            for d in render(helm, values, tmp_path)
+        }
+        text = objects["ecg-ecg-worker"]["data"]["worker.yaml"]
+        config = yaml.safe_load(text)
+        config["metrics"]["host"] = "127.0.0.1"  # the pod binds 0.0.0.0; this test, loopback
+        config_path = tmp_path / f"worker-{step}.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        worker = Worker(config_path, tmp_path / f"worker-{step}.log", values["metricsPort"])
+        worker.start()
+        try:
+            worker.wait_ready()
+            producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+            for i, row in enumerate(producer_windows):
+                doc = {"id": f"{path}-{i}", "values": row.tolist()}
+                producer.send(topic_names.input, orjson.dumps(doc))
+            producer.flush(timeout=30)
+            producer.close(timeout=5)
+            seen += len(producer_windows)
+            scores = [
+                orjson.loads(r.value)
+                for r in read_topic(kafka_broker.bootstrap_servers, topic_names.scores, seen)
+            ]
+            mine = [s for s in scores if s["id"].startswith(path)]
+            assert len(mine) == len(producer_windows)
+            assert {s["model_version"] for s in mine} == {versions[path]}
+            assert worker.terminate() == 0
+        finally:
+            worker.kill()
