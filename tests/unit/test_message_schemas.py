@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,14 @@ def test_every_message_example_in_the_docs_validates(where: str, block: str) -> 
     name = _schema_for(doc)
     assert name is not None, f"{where}: which message is this?"
     assert errors(name, doc) == [], where
+
+
+def test_every_schema_file_is_shipped_as_package_data() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["worker.core"]
+    package = ROOT / "worker" / "core"
+    shipped = {p for pattern in globs for p in package.glob(pattern)}
+    files = set((package / "schemas").iterdir())
+
+    assert files == shipped
+    assert {f.name for f in files} == {f"{name}.schema.json" for name in SCHEMA_NAMES}
