@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -91,6 +92,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "scale-to-zero": {"autoscaling": {"minReplicas": 0, "activationLagThreshold": 10}},
 }
+
+
+def _docs_values() -> dict[str, Any]:
+    """The values file that docs/deploy.md tells a user to write (``# ecg-values.yaml``)."""
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(# ecg-values\.yaml\n.*?)```", text, flags=re.S)
+    assert block is not None, "docs/deploy.md lost its example values file"
+    values: dict[str, Any] = yaml.safe_load(block.group(1))
+    return values
+
+
+SCENARIOS["docs-deploy-md"] = _docs_values()
 
 
 def _helm_binary() -> str | None:
@@ -211,12 +224,15 @@ def test_custom_resources_are_valid_for_their_crds(
             for e in crd_validator(obj["kind"], obj["apiVersion"]).iter_errors(obj)
         ]
         assert errors == [], f"{name} {obj['kind']}: {errors}"
-    expected = {"PrometheusRule", "ServiceMonitor", "ScaledObject"}
-    if name == "fixed-replicas":
-        expected = set()
-    if name == "production-sasl":
-        expected.add("TriggerAuthentication")
-    assert {o["kind"] for o in custom} == expected
+    values = _merged_values(name)
+    wanted = {
+        "PrometheusRule": values["prometheusRule"]["enabled"],
+        "ServiceMonitor": values["serviceMonitor"]["enabled"],
+        "ScaledObject": values["autoscaling"]["enabled"],
+        "TriggerAuthentication": values["autoscaling"]["enabled"]
+        and (values["kafka"]["sasl"]["enabled"] or bool(values["kafka"]["tls"]["caSecret"])),
+    }
+    assert {o["kind"] for o in custom} == {kind for kind, on in wanted.items() if on}
 
 
 def test_a_misspelt_crd_field_is_caught() -> None:
