@@ -22,5 +22,6 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 mkdir -p "$dest"
 echo "install-helm: building helm $HELM_VERSION with $(go version | cut -d' ' -f3) into $dest"
-GOBIN="$dest" GOFLAGS=-buildvcs=false go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+# auto: an older Go (>= 1.21) fetches the toolchain helm's go.mod asks for; a new one builds.
+GOTOOLCHAIN=auto GOBIN="$dest" GOFLAGS=-buildvcs=false go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 "$dest/helm" version --short
