@@ -286,7 +286,7 @@ def test_sasl_credentials_come_from_the_secret_and_reach_the_client(
         "request_timeout_ms": 40000,
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
-        "ssl_cafile": "/etc/ecg/kafka-ca/ca.crt",
+        "ssl_cafile": "/etc/ecg-kafka-ca/ca.crt",
         "sasl_plain_username": "ecg",
         "sasl_plain_password": "s3cret",
     }
@@ -322,6 +322,9 @@ def test_pod_is_hardened(rendered: tuple[str, dict[str, dict[str, Any]]]) -> Non
         config.startup.timeout_ms
     )
     assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] != "tmp")
+    # No mount inside another: the kubelet cannot create a mount point in a ConfigMap volume.
+    paths = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
+    assert not [(a, b) for a in paths for b in paths if a != b and b.startswith(a)]
 
 
 def test_keda_scales_the_worker_on_its_own_group_and_topic(

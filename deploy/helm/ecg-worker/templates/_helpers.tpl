@@ -45,7 +45,7 @@ KEDA trigger agree. Credentials are never written here (environment, from a Secr
 {{- $_ := set $client "sasl_mechanism" .Values.kafka.sasl.mechanism -}}
 {{- end -}}
 {{- if .Values.kafka.tls.caSecret -}}
-{{- $_ := set $client "ssl_cafile" (printf "/etc/ecg/kafka-ca/%s" .Values.kafka.tls.caKey) -}}
+{{- $_ := set $client "ssl_cafile" (printf "/etc/ecg-kafka-ca/%s" .Values.kafka.tls.caKey) -}}
 {{- end -}}
 {{- $_ := set $kafka "client" $client -}}
 {{- $_ := set $config "kafka" $kafka -}}
