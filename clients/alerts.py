@@ -27,9 +27,10 @@ from clients.kafka_clients import (
     make_consumer,
     require_topic,
 )
-from worker.cli.argtypes import positive_float, positive_int
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import run_cli
 from worker.core.codec import Score, ScoreFormatError, decode_score, score_from_doc
-from worker.core.errors import EcgError
+from worker.core.errors import BrokerError
 
 DEFAULT_TOPIC = "ecg.anomalies"
 
@@ -181,24 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a known error, 0 on Ctrl-C)."""
+    """Entry point; returns the exit code (0 also on Ctrl-C, the normal way to stop following)."""
     args = build_parser().parse_args(argv)
+    return run_cli("ecg-alerts", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap_servers or default_bootstrap()
     tally = Tally()
+    consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
     try:
-        consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
-        try:
-            follow(consumer, sys.stdout, args.max_messages, tally)
-        finally:
-            consumer.close()
-    except EcgError as exc:
-        print(f"ecg-alerts: error: {exc}", file=sys.stderr)
-        return 2
+        follow(consumer, sys.stdout, args.max_messages, tally)
     except KeyboardInterrupt:
-        pass
-    except KafkaError as exc:  # the broker failed while we were following
-        print(f"ecg-alerts: error: {args.topic!r} on {bootstrap}: {exc}", file=sys.stderr)
-        return 2
+        pass  # following until Ctrl-C is the normal use: report what was shown, exit 0
+    except KafkaError as exc:
+        raise BrokerError(f"{args.topic!r} on {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
     print(
         f"ecg-alerts: {tally.alerts} alerts, {tally.unreadable} unreadable records",
         file=sys.stderr,

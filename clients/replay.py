@@ -29,9 +29,10 @@ from clients.kafka_clients import (
     default_bootstrap,
     make_producer,
 )
-from worker.cli.argtypes import positive_float, positive_int
 from worker.cli.ecg_score import CsvRejected, read_windows
-from worker.core.errors import BrokerError, ConfigError, DataError, EcgError
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import run_cli
+from worker.core.errors import BrokerError, ConfigError, DataError
 
 WINDOW_LENGTH = 140
 DEFAULT_TOPIC = "ecg.windows"
@@ -323,35 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a known error, 130 when interrupted)."""
+    """Entry point; returns the exit code (``worker.cli_support.runner.ExitCode``)."""
+    args = build_parser().parse_args(argv)
+    return run_cli("ecg-replay", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    args = build_parser().parse_args(argv)
     bootstrap = args.bootstrap_servers or default_bootstrap()
+    windows = read_csv(args.input) if args.input else ecg5000_test_windows()
+    total = args.count if args.count is not None else len(windows)
+    producer = make_producer(bootstrap)
     try:
-        windows = read_csv(args.input) if args.input else ecg5000_test_windows()
-        total = args.count if args.count is not None else len(windows)
-        producer = make_producer(bootstrap)
-        try:
-            # disable=None: a bar on a terminal, silence when stderr is a pipe or a file.
-            with tqdm(total=total, unit="win", file=sys.stderr, disable=None) as bar:
-                report = replay(
-                    producer,
-                    args.topic,
-                    take(windows, args.count),
-                    devices=args.devices,
-                    fmt=args.format,
-                    pacer=Pacer(args.rate),
-                    on_sent=bar.update,
-                )
-        finally:
-            producer.close(timeout=5)
-    except EcgError as exc:
-        print(f"ecg-replay: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ecg-replay: interrupted", file=sys.stderr)
-        return 130
+        # disable=None: a bar on a terminal, silence when stderr is a pipe or a file.
+        with tqdm(total=total, unit="win", file=sys.stderr, disable=None) as bar:
+            report = replay(
+                producer,
+                args.topic,
+                take(windows, args.count),
+                devices=args.devices,
+                fmt=args.format,
+                pacer=Pacer(args.rate),
+                on_sent=bar.update,
+            )
+    finally:
+        producer.close(timeout=5)
     print(describe(report, bootstrap), flush=True)
     return 0
 

@@ -163,11 +163,11 @@ def test_cli_labelled_input_prints_and_writes_metrics(
     assert "artifact (test split)" in printed
 
 
-def test_cli_bad_row_exit_1_and_stdout_stays_json(artifact: Path, tmp_path: Path, capsys) -> None:
+def test_cli_bad_row_exit_3_and_stdout_stays_json(artifact: Path, tmp_path: Path, capsys) -> None:
     src = tmp_path / "in.csv"
     src.write_text("\n".join([_row(0.5), _row(0.5) + ",0.5,0.5", _row(0.1)]) + "\n")
     code = main(["--artifact", str(artifact), "--input", str(src)])
-    assert code == 1
+    assert code == 3  # ExitCode.INCOMPLETE
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["row"] for r in lines] == [1, 2, 3]
@@ -181,7 +181,7 @@ def test_cli_shows_the_first_rejections_and_counts_the_rest(
     src = tmp_path / "in.csv"
     src.write_text("\n".join(["1;2;3"] * 25 + [_row(0.5)]) + "\n")  # wrong delimiter
     out = tmp_path / "out.jsonl"
-    assert main(["--artifact", str(artifact), "--input", str(src), "--output", str(out)]) == 1
+    assert main(["--artifact", str(artifact), "--input", str(src), "--output", str(out)]) == 3
     err = capsys.readouterr().err
     assert err.count("rejected (wrong_length)") == 20
     assert "... and 5 more rejected rows" in err

@@ -12,8 +12,8 @@ non-blank line decides whether the file is labelled. Output: one JSON line per i
 A bad row is reported (stderr and its JSON line) and the other rows are still scored. With
 labels, the metrics are printed next to the artifact's recorded test metrics.
 
-Exit codes: 0 every row scored; 1 some rows rejected (the rest are in the output);
-2 a known error (missing artifact or input file, ...).
+Exit codes (``worker.cli_support.runner``): 0 every row scored; 3 some rows rejected (the
+rest are in the output); 2 a known error (missing artifact or input file, ...); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import load_ecg_artifact
-from worker.core.errors import DataError, EcgError
+from worker.core.errors import DataError
 from worker.core.scorer import Scorer
 
 # A systematically broken file (say, the wrong delimiter) must not bury the terminal: the
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-score",
         description="Score a CSV of ECG windows with a model artifact (one JSON line per row). "
-        "Exit 0: all rows scored; 1: some rows rejected; 2: error.",
+        "Exit 0: all rows scored; 3: some rows rejected; 2: error; 130: interrupted.",
     )
     parser.add_argument(
         "--artifact",
@@ -173,17 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (0 all scored, 3 rows rejected, 2 error)."""
     args = build_parser().parse_args(argv)
-    try:
-        scorer = Scorer(load_ecg_artifact(args.artifact))
-        run = _score_input(scorer, args.input)
-        if not run.records:
-            raise DataError(f"{args.input}: no rows to score")
-        _write_records(run.records, args.output)
-    except EcgError as exc:
-        print(f"ecg-score: error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli("ecg-score", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    scorer = Scorer(load_ecg_artifact(args.artifact))
+    run = _score_input(scorer, args.input)
+    if not run.records:
+        raise DataError(f"{args.input}: no rows to score")
+    _write_records(run.records, args.output)
     # Keep stdout pure JSON lines when the records go there.
     report = sys.stderr if args.output is None else sys.stdout
     rejected = [record for record in run.records if "rejected" in record]
@@ -213,11 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 args.metrics.write_text(json.dumps(run.metrics, indent=2) + "\n", encoding="utf-8")
             except OSError as exc:
-                print(f"ecg-score: error: {args.metrics}: cannot write ({exc})", file=sys.stderr)
-                return 2
+                raise DataError(f"{args.metrics}: cannot write ({exc})") from exc
     elif args.metrics is not None:
         print("ecg-score: no labels in the input, so no metrics written", file=sys.stderr)
-    return 1 if run.rejected else 0
+    return ExitCode.INCOMPLETE if run.rejected else ExitCode.OK
 
 
 def _score_input(scorer: Scorer, source: str) -> ScoreRun:

@@ -329,7 +329,7 @@ def _segment(doc: Any, index: int) -> Segment:
     if not isinstance(doc, dict):
         raise ScoreFormatError(f"segments[{index}] must be an object")
     start, end = doc.get("start"), doc.get("end")
-    if not all(type(v) is int for v in (start, end)):
+    if type(start) is not int or type(end) is not int:
         raise ScoreFormatError(f"segments[{index}] needs integer 'start' and 'end'")
     return Segment(start, end, _finite(doc, "mean_error", f"segments[{index}].mean_error"))
 
