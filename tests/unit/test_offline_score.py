@@ -129,6 +129,15 @@ def test_score_file_rows_stay_aligned(artifact: Path) -> None:
     assert run.metrics is None
 
 
+def test_a_row_beyond_float32_is_rejected_and_the_others_scored(artifact: Path) -> None:
+    scorer = Scorer(load_ecg_artifact(artifact))
+    text = "\n".join([_row(0.5), _row(1e300), _row(0.0)])
+    run = score_file(scorer, io.StringIO(text))
+    assert [r.get("rejected") for r in run.records] == [None, "non_finite", None]
+    assert run.records[2]["error"] == pytest.approx(0.5, abs=1e-6)
+    assert run.rejected == 1
+
+
 def test_cli_labelled_input_prints_and_writes_metrics(
     artifact: Path, tmp_path: Path, capsys
 ) -> None:

@@ -120,14 +120,21 @@ def score_file(scorer: Scorer, lines: IO[str]) -> ScoreRun:
     records: dict[int, dict[str, Any]] = {}
     metrics = None
     if windows:
-        batch = np.asarray([w.values for w in windows], dtype=np.float64)
-        scores = scorer.score(batch)
+        scores = scorer.score(np.asarray([w.values for w in windows], dtype=np.float64))
+        if not scores.all_scored:
+            # Finite in the file but beyond the model's float32 input range (e.g. 1e300).
+            for w, ok in zip(windows, scores.scorable.tolist(), strict=True):
+                if not ok:
+                    parsed[parsed.index(w)] = CsvRejected(
+                        w.row, "non_finite", "values overflow the model's float32 range"
+                    )
+            windows = [w for w, ok in zip(windows, scores.scorable.tolist(), strict=True) if ok]
         for w, error, anomaly in zip(windows, scores.errors, scores.anomalies, strict=True):
             record: dict[str, Any] = {"row": w.row, "error": float(error), "anomaly": bool(anomaly)}
             if w.label is not None:
                 record["label"] = w.label
             records[w.row] = record
-        if windows[0].label is not None:
+        if windows and windows[0].label is not None:
             from worker.core.evaluation import detection_metrics
 
             labels = np.asarray([w.label for w in windows])
