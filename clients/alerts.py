@@ -31,8 +31,9 @@ from worker.cli_support.argtypes import positive_float, positive_int
 from worker.cli_support.runner import run_cli
 from worker.core.codec import Score, ScoreFormatError, decode_score, score_from_doc
 from worker.core.errors import BrokerError
+from worker.core.wire import ANOMALIES_TOPIC
 
-DEFAULT_TOPIC = "ecg.anomalies"
+DEFAULT_TOPIC = ANOMALIES_TOPIC
 
 
 # A record that is not a readable alert: the wire format's own error (names the field).

@@ -59,22 +59,19 @@ from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
 from worker.core.errors import BrokerError, ConfigError, DataError
 from worker.core.scorer import Scorer
+from worker.core.wire import DEFAULT_TOPICS
+from worker.service.config import ENV_OVERRIDES
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
 DEFAULT_RUN_DIR = REPO_ROOT / ".local" / "demo"
-TOPIC_ROLES = ("input", "scores", "anomalies", "dead_letter")
-BASE_TOPICS = {
-    "input": "ecg.windows",
-    "scores": "ecg.scores",
-    "anomalies": "ecg.anomalies",
-    "dead_letter": "ecg.windows.dlq",
-}
+TOPIC_ROLES = tuple(DEFAULT_TOPICS)
+BASE_TOPICS = DEFAULT_TOPICS
+# Topic role -> the worker's environment override for it (ECG_INPUT_TOPIC, ...).
 WORKER_ENV_FOR_TOPIC = {
-    "input": "ECG_INPUT_TOPIC",
-    "scores": "ECG_SCORES_TOPIC",
-    "anomalies": "ECG_ANOMALIES_TOPIC",
-    "dead_letter": "ECG_DLQ_TOPIC",
+    item.path[1]: item.name
+    for item in ENV_OVERRIDES
+    if item.path[0] == "topics" and item.path[1] in DEFAULT_TOPICS
 }
 # After the last score, how long to wait for alerts still in flight on the anomalies topic.
 ALERT_GRACE_S = 5.0

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.cli.ecg_score import score_file
 from worker.core.codec import ScoreFormatError, decode_score
+from worker.core.csv_scoring import score_file
 from worker.core.evaluation import METRIC_NAMES, detection_metrics, metrics_table
 from worker.core.scorer import Scorer
 

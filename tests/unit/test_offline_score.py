@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.cli.ecg_score import CsvRejected, CsvWindow, main, read_windows, score_file
+from worker.cli.ecg_score import main
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.csv_scoring import score_file
 from worker.core.scorer import Scorer
+from worker.core.windows_csv import CsvRejected, CsvWindow, read_windows
 
 N = 140
 
@@ -200,7 +202,7 @@ def test_cli_shows_the_first_rejections_and_counts_the_rest(
 
 def test_cli_missing_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:
     assert main(["--artifact", str(artifact), "--input", str(tmp_path / "none.csv")]) == 2
-    assert "none.csv: input file does not exist" in capsys.readouterr().err
+    assert "none.csv: file does not exist" in capsys.readouterr().err
 
 
 def test_cli_missing_artifact_is_exit_2(tmp_path: Path, capsys) -> None:

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from trainer.ecg import threshold as thresholds
-from trainer.ecg.data import WINDOW_LENGTH, EcgData, load_ecg
+from trainer.ecg.data import EcgData, load_ecg
 from trainer.ecg.training import PROFILES, Profile, TrainResult, train
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
 from worker.core.errors import ArtifactError, ConfigError
 from worker.core.evaluation import TUTORIAL_METRICS, metrics_table
 from worker.core.scorer import Scorer
+from worker.core.wire import WINDOW_LENGTH
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from trainer.ecg import threshold as thresholds
-from trainer.ecg.data import WINDOW_LENGTH, EcgData, tutorial_split
+from trainer.ecg.data import EcgData, tutorial_split
 from worker.core.artifact import QUANTILE_LEVELS, DenseLayer, EcgArtifact, Normalisation
 from worker.core.errors import DataError
 from worker.core.evaluation import detection_metrics
 from worker.core.scorer import Scorer, Scores
+from worker.core.wire import WINDOW_LENGTH
 
 log = logging.getLogger(__name__)
 

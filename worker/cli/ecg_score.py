@@ -19,132 +19,21 @@ rest are in the output); 2 a known error (missing artifact or input file, ...); 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import Any
 
 from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import load_ecg_artifact
+from worker.core.csv_scoring import ScoreRun, score_file, score_rows
 from worker.core.errors import DataError
 from worker.core.scorer import Scorer
+from worker.core.windows_csv import read_windows_file
 
 # A systematically broken file (say, the wrong delimiter) must not bury the terminal: the
 # first rejections are shown, the rest are counted; the output has every one.
 MAX_REJECTIONS_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class CsvWindow:
-    """A parsed row: ``row`` is its 1-based line number in the file."""
-
-    row: int
-    values: list[float]
-    label: int | None
-
-
-@dataclass(frozen=True)
-class CsvRejected:
-    """A row that cannot be scored, with a reason code (as in the worker's dead letters)."""
-
-    row: int
-    reason: str  # wrong_length | non_numeric | non_finite | bad_label
-    detail: str
-
-
-def read_windows(lines: IO[str], window_length: int) -> Iterator[CsvWindow | CsvRejected]:
-    """Parse a CSV of windows; every non-blank line yields a window or a rejection."""
-    labelled: bool | None = None
-    for row, fields in enumerate(csv.reader(lines), start=1):
-        if not fields or not any(f.strip() for f in fields):
-            continue
-        if labelled is None and len(fields) in (window_length, window_length + 1):
-            labelled = len(fields) == window_length + 1
-        expected = window_length + 1 if labelled else window_length
-        if len(fields) != expected:
-            if labelled is None:
-                layout = f"{window_length} values, optionally followed by a 0/1 label"
-            elif labelled:
-                layout = f"{window_length} values and a 0/1 label, like the first row"
-            else:
-                layout = f"{window_length} values and no label, like the first row"
-            yield CsvRejected(
-                row, "wrong_length", f"{len(fields)} columns, expected {expected} ({layout})"
-            )
-            continue
-        yield _parse_row(row, fields, window_length, bool(labelled))
-
-
-def _parse_row(
-    row: int, fields: list[str], window_length: int, labelled: bool
-) -> CsvWindow | CsvRejected:
-    values = []
-    for column, text in enumerate(fields, start=1):
-        try:
-            value = float(text)
-        except ValueError:
-            return CsvRejected(
-                row, "non_numeric", f"column {column}: {text.strip()!r} is not a number"
-            )
-        if not math.isfinite(value):
-            return CsvRejected(row, "non_finite", f"column {column}: {text.strip()} is not finite")
-        values.append(value)
-    label = None
-    if labelled:
-        raw = values.pop()
-        if raw not in (0.0, 1.0):
-            return CsvRejected(row, "bad_label", f"label {fields[-1].strip()!r} is not 0 or 1")
-        label = int(raw)
-    return CsvWindow(row, values, label)
-
-
-@dataclass(frozen=True)
-class ScoreRun:
-    """The outcome of scoring one file: output records in input order, plus metrics."""
-
-    records: list[dict[str, Any]]
-    rejected: int
-    metrics: dict[str, Any] | None
-
-
-def score_file(scorer: Scorer, lines: IO[str]) -> ScoreRun:
-    """Score every valid window of ``lines`` in one batch; rejected rows keep their place."""
-    parsed = list(read_windows(lines, scorer.window_length))
-    windows = [p for p in parsed if isinstance(p, CsvWindow)]
-    records: dict[int, dict[str, Any]] = {}
-    metrics = None
-    if windows:
-        scores = scorer.score(np.asarray([w.values for w in windows], dtype=np.float64))
-        if not scores.all_scored:
-            # Finite in the file but beyond the model's float32 input range (e.g. 1e300).
-            for w, ok in zip(windows, scores.scorable.tolist(), strict=True):
-                if not ok:
-                    parsed[parsed.index(w)] = CsvRejected(
-                        w.row, "non_finite", "values overflow the model's float32 range"
-                    )
-            windows = [w for w, ok in zip(windows, scores.scorable.tolist(), strict=True) if ok]
-        for w, error, anomaly in zip(windows, scores.errors, scores.anomalies, strict=True):
-            record: dict[str, Any] = {"row": w.row, "error": float(error), "anomaly": bool(anomaly)}
-            if w.label is not None:
-                record["label"] = w.label
-            records[w.row] = record
-        if windows and windows[0].label is not None:
-            from worker.core.evaluation import detection_metrics
-
-            labels = np.asarray([w.label for w in windows])
-            metrics = detection_metrics(labels, scores.errors, scores.anomalies)
-    rejected = 0
-    for p in parsed:
-        if isinstance(p, CsvRejected):
-            records[p.row] = {"row": p.row, "rejected": p.reason, "detail": p.detail}
-            rejected += 1
-    return ScoreRun([records[p.row] for p in parsed], rejected, metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,16 +119,7 @@ def _main(args: argparse.Namespace) -> int:
 def _score_input(scorer: Scorer, source: str) -> ScoreRun:
     if source == "-":
         return score_file(scorer, sys.stdin)
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"{path}: input file does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return score_file(scorer, f)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return score_rows(scorer, read_windows_file(source, scorer.window_length))
 
 
 def _write_records(records: list[dict[str, Any]], output: Path | None) -> None:
