@@ -34,7 +34,7 @@ import yaml
 from clients.kafka_clients import make_producer
 from clients.replay import ReplayWindow, replay
 from clients.worker_process import WorkerProcess, WorkerProcessError
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import (
     REPO_ROOT,
     WORKER_JOB,

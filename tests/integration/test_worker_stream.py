@@ -26,7 +26,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.artifact import load_ecg_artifact

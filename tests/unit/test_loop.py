@@ -16,13 +16,8 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import (
-    FakeClock,
-    FakeConsumer,
-    FakeProducer,
-    FakeRecord,
-    synthetic_windows,
-)
+from tests.builders import synthetic_windows
+from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import ScoreSource, decode_score
 from worker.core.scorer import Scorer

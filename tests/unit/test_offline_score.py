@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from worker.cli.ecg_score import main
-from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.artifact import (
+    DenseLayer,
+    EcgArtifact,
+    Normalisation,
+    error_quantiles,
+    load_ecg_artifact,
+    save_ecg_artifact,
+)
 from worker.core.csv_scoring import score_file
 from worker.core.scorer import Scorer
 from worker.core.windows_csv import CsvRejected, CsvWindow, read_windows
@@ -20,55 +27,30 @@ from worker.core.windows_csv import CsvRejected, CsvWindow, read_windows
 N = 140
 
 
-class Dense:
-    """Quacks like keras.layers.Dense for worker.core.artifact.dense_stack."""
-
-    def __init__(self, name: str, kernel: np.ndarray, bias: np.ndarray, activation: str) -> None:
-        self.name, self._weights, self._activation = name, [kernel, bias], activation
-
-    def get_config(self) -> dict:
-        return {"activation": self._activation}
-
-    def get_weights(self) -> list[np.ndarray]:
-        return self._weights
-
-
-class FakeModel:
-    def __init__(self, layers: list[Dense]) -> None:
-        self.layers = layers
-
-    def save(self, path: Path) -> None:
-        Path(path).write_bytes(b"not a real keras file")
-
-
 @pytest.fixture
 def artifact(tmp_path: Path) -> Path:
     # identity-ish autoencoder: sigmoid(4x - 2) reconstructs mid-range inputs poorly,
     # so windows far from 0.5 (normalised) get large errors
     rng = np.random.default_rng(0)
-    model = FakeModel(
-        [
-            Dense(
-                "enc",
-                (np.eye(N, 8) + rng.normal(0, 0.01, (N, 8))).astype(np.float32),
-                np.zeros(8, np.float32),
-                "relu",
-            ),
-            Dense("dec", np.zeros((8, N), np.float32), np.zeros(N, np.float32), "sigmoid"),
-        ]
+    layers = [
+        DenseLayer(
+            (np.eye(N, 8) + rng.normal(0, 0.01, (N, 8))).astype(np.float32),
+            np.zeros(8, np.float32),
+            "relu",
+        ),
+        DenseLayer(np.zeros((8, N), np.float32), np.zeros(N, np.float32), "sigmoid"),
+    ]
+    unsaved = EcgArtifact.unsaved(
+        layers,
+        Normalisation(0.0, 1.0),
+        0.25,  # reconstruction is 0.5 everywhere: error = mean |x - 0.5|
+        threshold_rule="mean_std",
+        profile="tutorial",
+        training_error_quantiles=error_quantiles([0.1, 0.2]),
+        metadata={"metrics": {"test": {"accuracy": 1.0}}},
     )
-    meta = {
-        "kind": ECG_KIND,
-        "window_length": N,
-        "normalisation": {"min": 0.0, "max": 1.0},
-        "threshold": 0.25,  # reconstruction is 0.5 everywhere: error = mean |x - 0.5|
-        "threshold_rule": "mean_std",
-        "profile": "tutorial",
-        "training_error_quantiles": error_quantiles([0.1, 0.2]),
-        "metrics": {"test": {"accuracy": 1.0}},
-    }
     out = tmp_path / "ecg"
-    write_artifact(out, model, meta, dense_weights=True)
+    save_ecg_artifact(unsaved, out)
     return out
 
 

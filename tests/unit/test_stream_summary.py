@@ -24,7 +24,7 @@ from clients.worker_counters import (
     format_counters,
     parse_counters,
 )
-from tests.conftest import synthetic_windows
+from tests.builders import synthetic_windows
 from worker.core.errors import DataError
 from worker.core.scorer import Scorer
 from worker.service.metrics import BatchReport, WorkerMetrics

@@ -35,6 +35,9 @@ from worker.core.windows_csv import (
 from worker.core.wire import WINDOW_LENGTH
 
 DEFAULT_SOURCE = "ucr:ECG5000"
+# The tutorial's train/test split (recorded in the artifact's data.split).
+TEST_SIZE = 0.2
+SPLIT_RANDOM_STATE = 21
 # The worker-only install (`pip install ecg-anomaly`) lacks what training and the default
 # data need; say how to get it rather than fail with an ImportError.
 TRAIN_EXTRA_HINT = "install the training extra: pip install 'ecg-anomaly[train]'"
@@ -101,7 +104,9 @@ def load_ecg(
     return _finish(text, (str(path),), *_read_tutorial_csv(path))
 
 
-def tutorial_split(data: EcgData, test_size: float = 0.2, random_state: int = 21) -> EcgSplit:
+def tutorial_split(
+    data: EcgData, test_size: float = TEST_SIZE, random_state: int = SPLIT_RANDOM_STATE
+) -> EcgSplit:
     """The tutorial's ``train_test_split(test_size=0.2, random_state=21)``, not stratified."""
     try:
         from sklearn.model_selection import train_test_split
