@@ -7,10 +7,12 @@ On disk it is written by the product's own ``save_ecg_artifact``.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 
+from trainer.images.idx import IDX_DTYPES
 from worker.core.artifact import (
     DenseLayer,
     EcgArtifact,
@@ -65,3 +67,16 @@ def make_artifact(seed: int = 7, hidden: int = 8, length: int = WINDOW_LENGTH) -
 def write_artifact_dir(directory: Path, seed: int = 7) -> EcgArtifact:
     """``make_artifact`` saved to ``directory`` and loaded back, as the worker loads it."""
     return save_ecg_artifact(make_artifact(seed=seed), directory)
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """The IDX bytes of ``array`` (uncompressed): small Fashion-MNIST-format fixtures."""
+    native = np.asarray(array)
+    codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
+    if native.dtype not in codes:
+        raise ValueError(f"IDX cannot store dtype {native.dtype}")
+    code, file_dtype = codes[native.dtype], IDX_DTYPES[codes[native.dtype]]
+    if not 1 <= native.ndim <= 255:
+        raise ValueError(f"IDX stores 1 to 255 dimensions, got {native.ndim}")
+    header = bytes([0, 0, code, native.ndim]) + struct.pack(f">{native.ndim}I", *native.shape)
+    return header + np.ascontiguousarray(native, dtype=file_dtype).tobytes()

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.oracles import abnormal_segments
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
 from worker.core.errors import DataError
-from worker.core.scorer import Scorer, abnormal_segments
+from worker.core.scorer import Scorer
 
 LO, HI = -7.0, 5.0
 
