@@ -159,7 +159,7 @@ def train(
     test_scores = scorer.score(split.test_windows)
     test_metrics = detection_metrics(split.test_labels, test_scores.errors, test_scores.anomalies)
     val_scores = val_metrics = None
-    if val_windows is not None:
+    if val_windows is not None and val_labels is not None:
         val_scores = scorer.score(val_windows)
         val_metrics = detection_metrics(val_labels, val_scores.errors, val_scores.anomalies)
     return TrainResult(
