@@ -53,13 +53,14 @@ integration: setup
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 typecheck: venv
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker trainer clients
 
 # Benchmarks print figures; they are not pass/fail unit tests (docs/benchmarks.md).
 bench: setup

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import (
     REPO_ROOT,
     KafkaBroker,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from referencing import Registry, Resource
 
-from tests.conftest import synthetic_windows
+from tests.builders import synthetic_windows
 from tests.integration.test_worker_stream import Env, env, score_docs  # noqa: F401 - fixture
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.message_schemas import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import FakeRecord
+from tests.fakes import FakeRecord
 from tests.unit.test_loop import DLQ, IN, SCORES, Rig
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import SCHEMA, Rejected, Window, decode

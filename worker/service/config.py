@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
+from worker.core import wire
 from worker.core.errors import ConfigError
 
 # kafka-python settings the worker owns: passing them through would break the delivery
@@ -96,10 +97,10 @@ class KafkaConfig:
 class TopicsConfig:
     """Topic names and, for development, whether and how to create missing ones."""
 
-    input: str = "ecg.windows"
-    scores: str = "ecg.scores"
-    anomalies: str = "ecg.anomalies"
-    dead_letter: str = "ecg.windows.dlq"
+    input: str = wire.INPUT_TOPIC
+    scores: str = wire.SCORES_TOPIC
+    anomalies: str = wire.ANOMALIES_TOPIC
+    dead_letter: str = wire.DEAD_LETTER_TOPIC
     create_topics: bool = False
     partitions: int = 1
     replication_factor: int = 1

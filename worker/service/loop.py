@@ -166,22 +166,18 @@ class WorkerLoop:
             return
         windows = [i for i in items if isinstance(i, Window)]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        values = windows_array(windows, self._window_length)
-        with np.errstate(over="ignore", invalid="ignore"):
-            normalised = self._scorer.artifact.normalisation.apply(values)
-        finite = np.isfinite(normalised).all(axis=1)
-        if not finite.all():
+        started = self._clock()
+        scores = self._scorer.score(windows_array(windows, self._window_length))
+        scoring_s = self._clock() - started
+        if not scores.all_scored:
             # Finite in JSON but overflowing the model's float32 input (e.g. 1e300).
-            for w, ok in zip(windows, finite.tolist(), strict=True):
+            scorable = scores.scorable.tolist()
+            for w, ok in zip(windows, scorable, strict=True):
                 if not ok:
                     rejected.append(
                         reject_window(w, NON_FINITE, "'values' overflow the model's float32 range")
                     )
-            windows = [w for w, ok in zip(windows, finite.tolist(), strict=True) if ok]
-            values = values[finite]
-        started = self._clock()
-        scores = self._scorer.score(values)
-        scoring_s = self._clock() - started
+            windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
         messages = self._encode(windows, scores, rejected)
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
