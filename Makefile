@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
+.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
-	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | clean"
+	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | helm-lint | clean"
 
-setup: system venv kafka-libs
+setup: system venv kafka-libs helm
 
 system:
 	@bash scripts/setup-system.sh
@@ -31,6 +31,13 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	bash deploy/kafka/local-kafka.sh fetch
 	touch $@
 
+# helm for the chart tests (deploy/helm/ecg-worker); skipped when one is already installed.
+helm:
+	@bash scripts/install-helm.sh
+
+helm-lint: helm
+	PATH=$(abspath .local/bin):$$PATH helm lint --strict deploy/helm/ecg-worker
+
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ecg-demo
 
@@ -46,13 +53,14 @@ integration: setup
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 typecheck: venv
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker trainer clients
 
 # Benchmarks print figures; they are not pass/fail unit tests (docs/benchmarks.md).
 bench: setup

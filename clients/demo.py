@@ -10,11 +10,11 @@
 7. stop the worker (SIGTERM; it must exit 0), print the summary, delete the run's topics
    and stop the broker if this run started it.
 
-Exit codes: 0 it all worked; 1 the run finished but something is wrong (a window not
-scored, a dead letter, metrics that differ from the artifact's, worker counters that differ from
-the stream, an unclean worker exit);
-2 a known error before that (broker, artifact, training, worker start-up); 130 Ctrl-C or
-SIGTERM. Whatever happens, what this run started is stopped again.
+Exit codes (``worker.cli_support.runner``): 0 it all worked; 3 the run finished but something
+is wrong (a window not scored, a dead letter, metrics that differ from the artifact's, worker
+counters that differ from the stream, an unclean worker exit); 1 Kafka failed (the broker did
+not start or stopped answering); 2 another known error before that (artifact, training, worker
+start-up); 130 Ctrl-C or SIGTERM. Whatever happens, what this run started is stopped again.
 """
 
 from __future__ import annotations
@@ -55,27 +55,24 @@ from clients.worker_counters import (
     parse_counters,
 )
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
-from worker.cli.argtypes import positive_float, positive_int
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
-from worker.core.errors import BrokerError, DataError, EcgError
+from worker.core.errors import BrokerError, ConfigError, DataError
 from worker.core.scorer import Scorer
-from worker.service.config import KafkaConfig
+from worker.core.wire import DEFAULT_TOPICS
+from worker.service.config import ENV_OVERRIDES, KafkaConfig
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
 DEFAULT_RUN_DIR = REPO_ROOT / ".local" / "demo"
-TOPIC_ROLES = ("input", "scores", "anomalies", "dead_letter")
-BASE_TOPICS = {
-    "input": "ecg.windows",
-    "scores": "ecg.scores",
-    "anomalies": "ecg.anomalies",
-    "dead_letter": "ecg.windows.dlq",
-}
+TOPIC_ROLES = tuple(DEFAULT_TOPICS)
+BASE_TOPICS = DEFAULT_TOPICS
+# Topic role -> the worker's environment override for it (ECG_INPUT_TOPIC, ...).
 WORKER_ENV_FOR_TOPIC = {
-    "input": "ECG_INPUT_TOPIC",
-    "scores": "ECG_SCORES_TOPIC",
-    "anomalies": "ECG_ANOMALIES_TOPIC",
-    "dead_letter": "ECG_DLQ_TOPIC",
+    item.path[1]: item.name
+    for item in ENV_OVERRIDES
+    if item.path[0] == "topics" and item.path[1] in DEFAULT_TOPICS
 }
 # After the last score, how long to wait for alerts still in flight on the anomalies topic.
 ALERT_GRACE_S = 5.0
@@ -212,7 +209,7 @@ class Demo:
             failures.append(f"ecg-worker exited with code {code} after SIGTERM (expected 0)")
         for failure in failures:
             print(f"ecg-demo: FAILED: {failure}", file=sys.stderr)
-        return 1 if failures else 0
+        return ExitCode.INCOMPLETE if failures else ExitCode.OK
 
     # ------------------------------------------------------------------ steps
 
@@ -501,29 +498,23 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see the module docstring for exit codes."""
     args = build_parser().parse_args(argv)
+    return run_cli("ecg-demo", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if not Path(args.worker_config).is_file():
-        print(f"ecg-demo: error: worker config {args.worker_config} not found", file=sys.stderr)
-        return 2
+        raise ConfigError(f"worker config {args.worker_config} not found")
     # SIGTERM (e.g. from a CI timeout) takes the same path as Ctrl-C: stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
     demo = Demo(args)
-    code = 2
     try:
-        code = demo.run()
-    except EcgError as exc:
-        print(f"ecg-demo: error: {exc}", file=sys.stderr)
-        code = 2
+        return demo.run()
     except KeyboardInterrupt:
-        print("ecg-demo: interrupted; stopping what this run started", file=sys.stderr)
+        say("interrupted; stopping what this run started")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let cleanup finish
-        code = 130
+        raise
     finally:
-        try:
-            demo.cleanup()
-        except KeyboardInterrupt:
-            print("ecg-demo: cleanup interrupted", file=sys.stderr)
-            code = 130
-    return code
+        demo.cleanup()
 
 
 if __name__ == "__main__":

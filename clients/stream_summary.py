@@ -7,16 +7,15 @@ Pure: records come in as bytes and headers, time as numbers; nothing here talks 
 from __future__ import annotations
 
 import io
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
-from worker.cli.ecg_score import score_file
+from worker.core.codec import ScoreFormatError, decode_score
+from worker.core.csv_scoring import score_file
 from worker.core.evaluation import METRIC_NAMES, detection_metrics, metrics_table
 from worker.core.scorer import Scorer
 
@@ -40,40 +39,20 @@ class ScoreRecord:
 
 def parse_score(value: bytes | None) -> ScoreRecord | str:
     """A score record, or a sentence saying why ``value`` is not one."""
-    if not value:
-        return "empty record"
     try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return f"not JSON ({exc})"
-    if not isinstance(body, dict):
-        return f"not a JSON object ({type(body).__name__})"
-    window_id, error, anomaly = body.get("id"), body.get("error"), body.get("anomaly")
-    if isinstance(window_id, bool) or not isinstance(window_id, str | int):
-        return f"bad or missing 'id' ({window_id!r})"
-    if isinstance(error, bool) or not isinstance(error, int | float) or not math.isfinite(error):
-        return f"bad or missing 'error' ({error!r})"
-    if not isinstance(anomaly, bool):
-        return f"bad or missing 'anomaly' ({anomaly!r})"
-    fields = body.get("fields")
-    label = fields.get("label") if isinstance(fields, dict) else None
-    source = body.get("source")
-    sent_ms = source.get("timestamp_ms") if isinstance(source, dict) else None
+        score = decode_score(value)
+    except ScoreFormatError as exc:
+        return str(exc)
+    label = score.fields.get("label")
     return ScoreRecord(
-        id=str(window_id),
-        error=float(error),
-        anomaly=anomaly,
+        id=str(score.id),
+        error=score.error,
+        anomaly=score.anomaly,
         label=label if label in (0, 1) and not isinstance(label, bool) else None,
-        sent_ms=_int_or_none(sent_ms),
-        scored_at_ms=_int_or_none(body.get("scored_at_ms")),
-        model_version=body.get("model_version")
-        if isinstance(body.get("model_version"), str)
-        else None,
+        sent_ms=score.source.timestamp_ms if score.source is not None else None,
+        scored_at_ms=score.scored_at_ms,
+        model_version=score.model_version,
     )
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass

@@ -34,7 +34,7 @@ import yaml
 from clients.kafka_clients import make_producer
 from clients.replay import ReplayWindow, replay
 from clients.worker_process import WorkerProcess, WorkerProcessError
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import (
     REPO_ROOT,
     WORKER_JOB,
@@ -56,7 +56,7 @@ from tests.integration.worker_helpers import (
     sample,
 )
 from worker.core.artifact import EcgArtifact
-from worker.core.codec import REASONS
+from worker.core.codec import REASONS, Score, decode_score
 from worker.core.scorer import Scorer
 from worker.service.drift import ks, psi
 from worker.service.metrics import LATENCY_BUCKETS_S
@@ -107,8 +107,8 @@ class Observed:
     sent_by_partition: dict[int, int]
     send_started_ms: int
     consumed_ms: int  # when the worker's counters showed everything consumed
-    scores: list[dict[str, Any]]
-    anomalies: list[dict[str, Any]]
+    scores: list[Score]
+    anomalies: list[Score]
     dead_letters: list[Any]
     at: str  # evaluation time: the timestamp of the last scrape (seconds, as Prometheus says)
     range_s: int  # a range that reaches back before the first scrape
@@ -260,14 +260,14 @@ def observed(
 
         bootstrap = kafka_broker.bootstrap_servers
         scores = [
-            orjson.loads(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
+            decode_score(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
         ]
-        flagged = sum(1 for s in scores if s["anomaly"] is True)
+        flagged = sum(1 for s in scores if s.anomaly is True)
         anomalies = [
-            orjson.loads(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
+            decode_score(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
         ]
         dead = read_topic(bootstrap, topics.dead_letter, len(MALFORMED), 30, 0.5)
-        sent_by_partition = Counter(s["source"]["partition"] for s in scores)
+        sent_by_partition = Counter(s.source.partition for s in scores)
         sent_by_partition.update(malformed_by_partition)
 
         # Prometheus has the final state once it scraped everything consumed and lag 0.
@@ -311,11 +311,11 @@ def observed(
 def test_the_stream_itself_is_what_was_sent(observed: Observed) -> None:
     """The ground truth the metrics are compared with: one score per valid window, the
     offline scorer's anomalies, one dead letter per malformed record, both partitions used."""
-    assert sorted(s["id"] for s in observed.scores) == [f"obs-{i:04d}" for i in range(VALID)]
-    flagged = [s["id"] for s in observed.scores if s["anomaly"] is True]
+    assert sorted(s.id for s in observed.scores) == [f"obs-{i:04d}" for i in range(VALID)]
+    flagged = [s.id for s in observed.scores if s.anomaly is True]
     assert len(flagged) == observed.expected_anomalous
     assert 0 < len(flagged) < VALID
-    assert sorted(a["id"] for a in observed.anomalies) == sorted(flagged)
+    assert sorted(a.id for a in observed.anomalies) == sorted(flagged)
     reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in observed.dead_letters)
     assert reasons == observed.rejected_by_reason
     assert sorted(observed.sent_by_partition) == [0, 1]
@@ -361,7 +361,7 @@ def test_counters_in_prometheus_equal_what_was_sent(observed: Observed) -> None:
         return {r["metric"]["reason"]: float(r["value"][1]) for r in result}
 
     expected_reasons = {reason: observed.rejected_by_reason.get(reason, 0) for reason in REASONS}
-    flagged_on_scores = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged_on_scores = sum(1 for s in observed.scores if s.anomaly is True)
     consumed = total("ecg_windows_consumed_total")
     scored = total("ecg_windows_scored_total")
     rejected = total("ecg_windows_rejected_total")
@@ -443,7 +443,7 @@ def test_lag_is_zero_per_partition_and_matches_the_broker(observed: Observed) ->
 
 def test_overview_panels_show_the_live_model_and_what_was_sent(observed: Observed) -> None:
     art = observed.artifact
-    flagged = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged = sum(1 for s in observed.scores if s.anomaly is True)
     (model,) = _panel(observed, "Live model")
 
     assert _single(_panel(observed, "Workers up")) == 1
@@ -463,7 +463,7 @@ def test_overview_panels_show_the_live_model_and_what_was_sent(observed: Observe
 
 
 def test_flow_panels_match_the_replay(observed: Observed) -> None:
-    flagged = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged = sum(1 for s in observed.scores if s.anomaly is True)
 
     def throughput(metric: str) -> int:
         return _as_count(observed, _panel(observed, "Throughput", metric))
@@ -489,8 +489,8 @@ def test_flow_panels_match_the_replay(observed: Observed) -> None:
 def test_latency_and_batching_panels_match_the_replay(observed: Observed) -> None:
     # Each window's true latency lies between its score's scored_at_ms and the moment the
     # test saw it counted, so each quantile lies between those bounds' buckets.
-    stamps = np.array([s["source"]["timestamp_ms"] for s in observed.scores], dtype=np.float64)
-    scored_at = np.array([s["scored_at_ms"] for s in observed.scores], dtype=np.float64)
+    stamps = np.array([s.source.timestamp_ms for s in observed.scores], dtype=np.float64)
+    scored_at = np.array([s.scored_at_ms for s in observed.scores], dtype=np.float64)
     low = np.sort((scored_at - stamps) / 1000.0)
     high = np.sort((observed.consumed_ms - stamps) / 1000.0)
     bounds = [*LATENCY_BUCKETS_S, math.inf]
@@ -509,7 +509,7 @@ def test_latency_and_batching_panels_match_the_replay(observed: Observed) -> Non
 
 def test_model_panels_match_the_scores_on_the_topic(observed: Observed) -> None:
     art = observed.artifact
-    errors = np.sort(np.array([s["error"] for s in observed.scores], dtype=np.float64))
+    errors = np.sort(np.array([s.error for s in observed.scores], dtype=np.float64))
     heatmap = {
         float(r["metric"]["le"]): round(float(r["value"][1]))
         for r in _panel(observed, "Reconstruction error")
@@ -520,7 +520,7 @@ def test_model_panels_match_the_scores_on_the_topic(observed: Observed) -> None:
     assert heatmap == expected  # every bucket of the heatmap, counted from ecg.scores
     assert math.isinf(bounds[-1]) and heatmap[math.inf] == VALID
     assert art.threshold in heatmap  # a bucket boundary sits exactly at the threshold
-    assert heatmap[art.threshold] == sum(1 for s in observed.scores if s["anomaly"] is False)
+    assert heatmap[art.threshold] == sum(1 for s in observed.scores if s.anomaly is False)
     panel = "Reconstruction error vs threshold"
     assert _single(_panel(observed, panel, "ecg_anomaly_threshold")) == art.threshold
     for q in (0.5, 0.9, 0.99):

@@ -111,7 +111,7 @@ def test_bad_data_is_one_clear_line(tmp_path: Path) -> None:
     done = ecg_train(tmp_path / "out", "--data", str(bad))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"ecg-train: error: {bad}: line 2 has 140 columns, expected 141 "
+        f"ecg-train: error: {bad}: line 2: 140 columns, expected 141 "
         "(140 values, then the 0/1 label)"
     )
     assert not (tmp_path / "out").exists()

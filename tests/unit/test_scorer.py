@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.oracles import abnormal_segments
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
 from worker.core.errors import DataError
-from worker.core.scorer import Scorer, abnormal_segments
+from worker.core.scorer import Scorer
 
 LO, HI = -7.0, 5.0
 
@@ -83,12 +84,19 @@ def test_wrong_shape_is_a_data_error(trained, shape) -> None:
         scorer.score(np.zeros(shape))
 
 
-def test_non_finite_is_a_data_error(trained) -> None:
+def test_unscorable_rows_are_marked_and_the_others_scored_as_alone(trained) -> None:
     _, scorer, raw = trained
-    bad = raw[:2].copy()
+    bad = raw[:4].copy()
     bad[1, 5] = np.inf
-    with pytest.raises(DataError, match="non-finite"):
-        scorer.score(bad)
+    bad[2, 0] = 1e300  # finite, but beyond float32 once normalised
+    scores = scorer.score(bad)
+    assert scores.scorable.tolist() == [True, False, False, True]
+    assert not scores.all_scored
+    alone = scorer.score(raw[[0, 3]])
+    assert alone.all_scored
+    np.testing.assert_allclose(scores.errors, alone.errors, atol=1e-6)
+    np.testing.assert_array_equal(scores.anomalies, alone.anomalies)
+    assert scores.sample_errors.shape == (2, 140)
 
 
 def test_segments_find_the_bump() -> None:

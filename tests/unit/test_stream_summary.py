@@ -24,7 +24,7 @@ from clients.worker_counters import (
     format_counters,
     parse_counters,
 )
-from tests.conftest import synthetic_windows
+from tests.builders import synthetic_windows
 from worker.core.errors import DataError
 from worker.core.scorer import Scorer
 from worker.service.metrics import BatchReport, WorkerMetrics
@@ -72,10 +72,10 @@ def test_parse_score_reads_the_measured_fields():
     [
         (b"", "empty record"),
         (b"nope", "not JSON"),
-        (b"[1]", "not a JSON object"),
-        (b'{"error": 1, "anomaly": true}', "bad or missing 'id'"),
-        (b'{"id": "a", "error": "x", "anomaly": true}', "bad or missing 'error'"),
-        (b'{"id": "a", "error": 1, "anomaly": 1}', "bad or missing 'anomaly'"),
+        (b"[1]", "expected a JSON object"),
+        (b'{"error": 1, "anomaly": true, "threshold": 1}', "field 'id' must be"),
+        (b'{"id": "a", "error": "x", "anomaly": true, "threshold": 1}', "field 'error' must be"),
+        (b'{"id": "a", "error": 1, "anomaly": 1, "threshold": 1}', "field 'anomaly' must be"),
     ],
 )
 def test_parse_score_explains_unusable_records(value, problem):

@@ -14,7 +14,16 @@ ESC = "\x1b"
 
 def alert(window_id: str) -> bytes:
     return orjson.dumps(
-        {"id": window_id, "error": 0.05, "threshold": 0.03, "scored_at_ms": 0, "segments": []}
+        {
+            "id": window_id,
+            "error": 0.05,
+            "anomaly": True,
+            "threshold": 0.03,
+            "model_version": "3f1c2a9b0d4e5f67",
+            "source": {"topic": "ecg.windows", "partition": 0, "offset": 42, "timestamp_ms": 1},
+            "scored_at_ms": 0,
+            "segments": [],
+        }
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
+from worker.core import wire
 from worker.core.errors import ConfigError
 from worker.service import secrets
 
@@ -98,10 +99,10 @@ class KafkaConfig:
 class TopicsConfig:
     """Topic names and, for development, whether and how to create missing ones."""
 
-    input: str = "ecg.windows"
-    scores: str = "ecg.scores"
-    anomalies: str = "ecg.anomalies"
-    dead_letter: str = "ecg.windows.dlq"
+    input: str = wire.INPUT_TOPIC
+    scores: str = wire.SCORES_TOPIC
+    anomalies: str = wire.ANOMALIES_TOPIC
+    dead_letter: str = wire.DEAD_LETTER_TOPIC
     create_topics: bool = False
     partitions: int = 1
     replication_factor: int = 1
@@ -154,6 +155,14 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Optional input check (``worker.service.input_schema``): ``none``, ``builtin`` (the
+    published input-window schema) or the path of a stricter JSON Schema file."""
+
+    input_schema: str = "none"
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything ``ecg-worker`` needs, validated."""
 
@@ -165,6 +174,7 @@ class WorkerConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     startup: StartupConfig = field(default_factory=StartupConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_yaml(
@@ -240,6 +250,10 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+    EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
+                "none | builtin | schema file path"),
+    # Kafka security settings and credentials (a Kubernetes Secret, the Helm chart): the
+    # list is in worker.service.secrets; secrets are never logged.
     *(EnvOverride(name, ("kafka", "client", key), str, text)
       for name, key, text in secrets.SECURITY_ENV),
 )  # fmt: skip
@@ -310,6 +324,7 @@ _NESTED: dict[str, type] = {
     "metrics": MetricsConfig,
     "startup": StartupConfig,
     "drift": DriftConfig,
+    "validation": ValidationConfig,
 }
 
 

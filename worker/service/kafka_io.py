@@ -17,7 +17,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.core.errors import BrokerError
-from worker.service.config import CONSUMER_KEYS, WorkerConfig
+from worker.service.config import WorkerConfig
 from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.rebalance import PartitionTracker
 
@@ -124,7 +124,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
         raise BrokerError(f"cannot create a Kafka producer for {where}: {exc!r}") from exc
     consumer_settings = {
         **CONSUMER_DEFAULTS,
-        **{k: v for k, v in config.kafka.client.items() if k in CONSUMER_KEYS},
+        **config.kafka.consumer_settings(),
         **_common(config),
         "group_id": config.kafka.group_id,
         "enable_auto_commit": False,
