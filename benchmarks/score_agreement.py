@@ -184,9 +184,12 @@ def throughput_table(artifact_dir: str, n: int, pad_to: int) -> None:
             np.abs(reconstruct_without_blas(artifact, x) - x).mean(axis=1, dtype=np.float32)
 
     kernel = os.environ.get("OPENBLAS_CORETYPE", "default")
-    print(f"\n{n} windows, 1 BLAS thread, kernel {kernel}: windows/s (ratio to batched)")
+    print(
+        f"\n{n} windows, 1 BLAS thread, kernel {kernel}: windows/s (ratio to batched; "
+        "microseconds added per window)"
+    )
     sizes = (7, 64, pad_to)
-    print(f"{'scoring':<22}" + "".join(f"{'batch ' + str(s):>22}" for s in sizes))
+    print(f"{'scoring':<20}" + "".join(f"{'batch ' + str(s):>30}" for s in sizes))
     base = {s: rate(lambda s=s: batched(s), n) for s in sizes}
     for name, fn in (
         ("batched (current)", batched),
@@ -197,8 +200,9 @@ def throughput_table(artifact_dir: str, n: int, pad_to: int) -> None:
         cells = []
         for s in sizes:
             r = base[s] if fn is batched else rate(lambda s=s, fn=fn: fn(s), n)
-            cells.append(f"{r:>12,.0f} ({r / base[s]:.3f})")
-        print(f"{name:<22}" + "".join(f"{c:>22}" for c in cells))
+            added_us = 1e6 * (1 / r - 1 / base[s])
+            cells.append(f"{r:>10,.0f} ({r / base[s]:.3f}; {added_us:+.1f} us)")
+        print(f"{name:<20}" + "".join(f"{c:>30}" for c in cells))
 
     # Does each alternative give the same bits for a window whatever its batch?
     x = artifact.normalisation.apply(test)

@@ -17,12 +17,9 @@ import numpy as np
 import orjson
 
 from worker.cli.ecg_score import score_file
-from worker.core.agreement import Agreement, borderline, compare_scores, metric_bounds
-from worker.core.evaluation import METRIC_NAMES, detection_metrics, metrics_table
+from worker.core.agreement import Agreement, borderline, compare_metrics, compare_scores
+from worker.core.evaluation import detection_metrics, metrics_table
 from worker.core.scorer import Scorer
-
-# Slack for float64 arithmetic on the same counts (ratios computed in a different order).
-METRIC_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -242,30 +239,23 @@ def metric_differences(
     """Compare the stream's metrics with the artifact's recorded test metrics.
 
     The artifact's were computed by the trainer's ``Scorer`` in one batch, maybe on another
-    CPU, so its scores agree with the stream's only under the score-agreement contract
-    (``worker.core.agreement``): any borderline window may be flagged the other way there.
-    A recorded metric is accepted when it lies in the range the stream's metric can take
-    under such flips (``metric_bounds``, plus ``METRIC_TOLERANCE``); when no window is
-    borderline that range is the single stream value.
+    CPU, so its scores agree with the stream's only under the score-agreement contract:
+    any borderline window may be flagged the other way there. A recorded metric is accepted
+    when it lies in the range the stream's metric takes under such flips
+    (``worker.core.agreement.compare_metrics``); with no borderline window, that range is
+    the stream's value itself.
     """
-    if summary.metrics is None or summary.labelled is None or recorded is None:
+    if summary.labelled is None or recorded is None:
         return MetricCheck(0, (), ())
     labels, errors, flags = summary.labelled
-    bounds = metric_bounds(labels, errors, flags, threshold=threshold, window_length=window_length)
-    differences, explained = [], []
-    for name in METRIC_NAMES:
-        a, b = summary.metrics.get(name), recorded.get(name)
-        if a is None or b is None:
-            continue
-        a, b = float(a), float(b)
-        lo, hi = bounds.get(name, (a, a))
-        text = f"{name} {a:.4f} (stream) vs {b:.4f} (artifact)"
-        if not lo - METRIC_TOLERANCE <= b <= hi + METRIC_TOLERANCE:
-            differences.append(f"{text}, outside [{lo:.4f}, {hi:.4f}]")
-        elif abs(a - b) > METRIC_TOLERANCE:
-            explained.append(text)
-    near = int(borderline(errors, threshold, window_length).sum())
-    return MetricCheck(near, tuple(differences), tuple(explained))
+    compared = compare_metrics(
+        recorded, labels, errors, flags, threshold=threshold, window_length=window_length
+    )
+    return MetricCheck(
+        borderline=int(borderline(errors, threshold, window_length).sum()),
+        differences=tuple(c.describe() for c in compared if not c.agrees),
+        explained=tuple(c.describe() for c in compared if c.agrees and not c.equal),
+    )
 
 
 @dataclass(frozen=True)

@@ -42,17 +42,20 @@ listed, never hidden. Any other flag difference breaks the contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from worker.core.errors import DataError
-from worker.core.evaluation import count_metrics, roc_auc
+from worker.core.evaluation import METRIC_NAMES, count_metrics, detection_metrics, roc_auc
 
 UNIT_ROUNDOFF = 2.0**-24  # float32: half the spacing of numbers in [1, 2)
-# Units of 2**-24 by which the reconstructions of two BLAS kernels may differ (measured: 3).
+# Units of 2**-24 by which the reconstructions of two BLAS kernels may differ (measured: 9.5).
 RECONSTRUCTION_UNITS = 16
+# Slack for float64 arithmetic on equal counts (the same ratio computed in another order).
+METRIC_SLACK = 1e-9
 
 
 def _gamma(k: int) -> float:
@@ -258,3 +261,58 @@ def _swappable_pairs(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> int:
     hi = np.searchsorted(b_sorted, a + width, side="right")
     lo = np.searchsorted(b_sorted, a - width, side="left")
     return int((hi - lo).sum())
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One recorded metric against the range the measured scores allow for it."""
+
+    name: str
+    measured: float
+    recorded: float
+    low: float
+    high: float
+
+    @property
+    def agrees(self) -> bool:
+        """The recorded value is one that some agreeing computation gives."""
+        return self.low - METRIC_SLACK <= self.recorded <= self.high + METRIC_SLACK
+
+    @property
+    def equal(self) -> bool:
+        """Measured and recorded are the same number."""
+        return abs(self.measured - self.recorded) <= METRIC_SLACK
+
+    def describe(self) -> str:
+        """``name measured (stream) vs recorded (artifact)``, plus the range when outside."""
+        text = f"{self.name} {self.measured:.4f} (stream) vs {self.recorded:.4f} (artifact)"
+        return text if self.agrees else f"{text}, outside [{self.low:.4f}, {self.high:.4f}]"
+
+
+def compare_metrics(
+    recorded: Mapping[str, Any],
+    labels: np.ndarray,
+    errors: np.ndarray,
+    flags: np.ndarray,
+    *,
+    threshold: float,
+    window_length: int,
+) -> list[MetricComparison]:
+    """Compare recorded detection metrics (e.g. the artifact's test metrics, computed by the
+    trainer, maybe on another CPU) with those of these scores of the same windows.
+
+    A recorded metric agrees when it lies in ``metric_bounds`` of these scores: the values
+    any computation that agrees with them under ``compare_scores`` can give. With no
+    borderline window that is exactly the measured value. Metrics missing on either side
+    (e.g. AUC with one class) are skipped.
+    """
+    measured = detection_metrics(labels, errors, flags)
+    bounds = metric_bounds(labels, errors, flags, threshold=threshold, window_length=window_length)
+    out = []
+    for name in METRIC_NAMES:
+        a, b = measured.get(name), recorded.get(name)
+        if a is None or b is None:
+            continue
+        lo, hi = bounds.get(name, (float(a), float(a)))
+        out.append(MetricComparison(name, float(a), float(b), lo, hi))
+    return out
