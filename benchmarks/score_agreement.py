@@ -2,14 +2,15 @@
 would cost.
 
     .venv/bin/python benchmarks/score_agreement.py [--artifact artifacts/ecg] [--n 20000]
-        [--kernels default,Haswell,Sandybridge] [--pad-to 256] [--skip-kernels]
+        [--kernels default,Haswell,Sandybridge] [--pad-to 256] [--repeat 7] [--skip-kernels]
 
 Part 1 (agreement): for each OpenBLAS kernel (``OPENBLAS_CORETYPE``, in a child process, as
 the variable must be set before numpy loads) the test split is scored in batches of 1, 7,
 64, 256 and all at once. Every result is compared with the default kernel's all-at-once
 scores (what the trainer records): windows whose error differs, the largest difference in
 errors and in reconstructed samples (in units of 2**-24, see ``worker.core.agreement``), and
-the largest difference as a fraction of the contract's tolerance.
+the largest difference as a fraction of the contract's tolerance. Each kernel also runs
+with 2 BLAS threads, to show whether the thread count changes the bits of one batch shape.
 
 Part 2 (throughput, this process, one BLAS thread as in ``ecg-worker``): windows/s for
 micro-batches of 7, 64 and 256 windows, of
@@ -91,20 +92,22 @@ def agreement_table(artifact_dir: str, kernels: list[str]) -> None:
     """Part 1: every kernel and batch size against the default kernel, all at once."""
     artifact, windows, source = load(artifact_dir)
     n = len(windows)
-    results = {}
+    results, two_threads = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for kernel in kernels:
-            env = dict(os.environ)
-            env.pop("OPENBLAS_CORETYPE", None)
-            if kernel != "default":
-                env["OPENBLAS_CORETYPE"] = kernel
-            out = str(Path(tmp) / f"{kernel}.npz")
-            subprocess.run(
-                [sys.executable, __file__, "--artifact", artifact_dir, "--dump", out],
-                env=env,
-                check=True,
-            )
-            results[kernel] = dict(np.load(out))
+            for threads in (1, 2):
+                env = dict(os.environ)
+                env.pop("OPENBLAS_CORETYPE", None)
+                if kernel != "default":
+                    env["OPENBLAS_CORETYPE"] = kernel
+                env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(threads)))
+                out = str(Path(tmp) / f"{kernel}-{threads}.npz")
+                subprocess.run(
+                    [sys.executable, __file__, "--artifact", artifact_dir, "--dump", out],
+                    env=env,
+                    check=True,
+                )
+                (results if threads == 1 else two_threads)[kernel] = dict(np.load(out))
     ref_e, ref_r = results[kernels[0]][f"errors_{n}"], results[kernels[0]][f"recon_{n}"]
     tolerance = score_tolerance(artifact.window_length)
     print(f"{source}, model {artifact.model_version}, threshold {artifact.threshold:.6f}")
@@ -136,6 +139,17 @@ def agreement_table(artifact_dir: str, kernels: list[str]) -> None:
                 f"{de.max() / UNIT_ROUNDOFF:>6.2f} {dr.max() / UNIT_ROUNDOFF:>14.1f} "
                 f"{(de / allowed).max():>12.3f} {flips:>6} {'ok' if agreement.ok else 'BROKEN':>8}"
             )
+    thread_lines(results, two_threads, 256)
+
+
+def thread_lines(results: dict, two_threads: dict, size: int) -> None:
+    """Same kernel, same batch shape, 1 vs 2 BLAS threads: do the bits change?"""
+    for kernel in results:
+        a, b = results[kernel][f"recon_{size}"], two_threads[kernel][f"recon_{size}"]
+        print(
+            f"{kernel}: 1 vs 2 BLAS threads, batches of {size}: "
+            f"{int((a != b).any(axis=1).sum())} of {len(a)} reconstructions differ"
+        )
 
 
 def reconstruct_without_blas(artifact: EcgArtifact, x: np.ndarray) -> np.ndarray:
@@ -148,17 +162,19 @@ def reconstruct_without_blas(artifact: EcgArtifact, x: np.ndarray) -> np.ndarray
     return x
 
 
-def rate(fn: Callable[[], object], windows: int, repeat: int = 3) -> float:
-    """Best-of-``repeat`` windows per second."""
-    best = float("inf")
+def best_rates(fns: dict[str, Callable[[], object]], windows: int, repeat: int) -> dict[str, float]:
+    """Windows per second of each function: the best of ``repeat`` rounds, the functions
+    taking turns within a round so that a busy spell on a shared machine hits them alike."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return windows / best
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: windows / seconds for name, seconds in best.items()}
 
 
-def throughput_table(artifact_dir: str, n: int, pad_to: int) -> None:
+def throughput_table(artifact_dir: str, n: int, pad_to: int, repeat: int) -> None:
     """Part 2: the cost of scores that do not depend on the batch, for micro-batches of a
     slow stream (7), a busy one (64) and a full one (``pad_to``, the worker's maximum)."""
     artifact, test, _ = load(artifact_dir)
@@ -190,18 +206,24 @@ def throughput_table(artifact_dir: str, n: int, pad_to: int) -> None:
     )
     sizes = (7, 64, pad_to)
     print(f"{'scoring':<20}" + "".join(f"{'batch ' + str(s):>30}" for s in sizes))
-    base = {s: rate(lambda s=s: batched(s), n) for s in sizes}
-    for name, fn in (
-        ("batched (current)", batched),
-        (f"padded to {pad_to}", padded),
-        ("row by row", row_by_row),
-        ("no BLAS", no_blas),
-    ):
+    variants = {
+        "batched (current)": batched,
+        f"padded to {pad_to}": padded,
+        "row by row": row_by_row,
+        "no BLAS": no_blas,
+    }
+    rates = {
+        s: best_rates(
+            {name: (lambda s=s, fn=fn: fn(s)) for name, fn in variants.items()}, n, repeat
+        )
+        for s in sizes
+    }
+    for name in variants:
         cells = []
         for s in sizes:
-            r = base[s] if fn is batched else rate(lambda s=s, fn=fn: fn(s), n)
-            added_us = 1e6 * (1 / r - 1 / base[s])
-            cells.append(f"{r:>10,.0f} ({r / base[s]:.3f}; {added_us:+.1f} us)")
+            r, base = rates[s][name], rates[s]["batched (current)"]
+            added_us = 1e6 * (1 / r - 1 / base)
+            cells.append(f"{r:>10,.0f} ({r / base:.3f}; {added_us:+.1f} us)")
         print(f"{name:<20}" + "".join(f"{c:>30}" for c in cells))
 
     # Does each alternative give the same bits for a window whatever its batch?
@@ -224,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", default="artifacts/ecg")
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--pad-to", type=int, default=256, help="the worker's max_batch_size")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds; the best one counts")
     parser.add_argument("--skip-kernels", action="store_true", help="only the throughput part")
     parser.add_argument("--kernels", default="default,Haswell,Sandybridge")
     parser.add_argument("--dump", help=argparse.SUPPRESS)
@@ -233,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.skip_kernels:
         agreement_table(args.artifact, args.kernels.split(","))
-    throughput_table(args.artifact, args.n, args.pad_to)
+    throughput_table(args.artifact, args.n, args.pad_to, args.repeat)
     return 0
 
 
