@@ -10,6 +10,7 @@ KAFKA_LIBS := .local/kafka/libs
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
+	@echo "make test-kernels - the score-agreement tests under forced OpenBLAS kernels"
 	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | helm-lint | clean"
 
 setup: system venv kafka-libs helm
@@ -46,6 +47,19 @@ test: setup lint typecheck
 
 unit: venv
 	$(BIN)/pytest tests/unit
+
+# The score-agreement tests (batch sizes 1/7/500, stream vs offline) with OpenBLAS forced to
+# other float32 kernels than this CPU's default, so that a CPU-dependent assumption fails
+# here rather than on a user's machine. KERNELS must be ones this CPU can run.
+.PHONY: test-kernels
+KERNELS ?= Haswell Sandybridge
+AGREEMENT_TESTS := tests/unit/test_agreement.py tests/unit/test_stream_summary.py \
+	tests/unit/test_loop.py tests/unit/test_scorer.py
+test-kernels: venv
+	@for k in $(KERNELS); do \
+	  OPENBLAS_CORETYPE=$$k OPENBLAS_VERBOSE=2 $(BIN)/python -c 'import numpy' 2>&1 | grep -i core; \
+	  OPENBLAS_CORETYPE=$$k $(BIN)/pytest -q $(AGREEMENT_TESTS) || exit 1; \
+	done
 
 integration: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration

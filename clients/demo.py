@@ -43,7 +43,7 @@ from clients.stream_summary import (
     StreamTally,
     format_summary,
     metric_differences,
-    offline_mismatches,
+    offline_check,
     problems,
     summarise,
 )
@@ -178,19 +178,10 @@ class Demo:
             ),
             flush=True,
         )
-        mismatches = offline_mismatches(
-            {w.id: w.values for w in windows}, tally.scores, Scorer(artifact)
-        )
-        compared = sum(1 for w in windows if w.id in tally.scores)
-        if mismatches:
-            print(
-                f"offline check  {len(mismatches)} of {compared} streamed scores differ "
-                "from ecg-score"
-            )
-        else:
-            print(f"offline check  all {compared} streamed scores equal ecg-score's error and flag")
+        offline = offline_check({w.id: w.values for w in windows}, tally.scores, Scorer(artifact))
+        print(offline.line())
         failures = problems(summary, artifact.model_version)
-        failures += [f"offline check: {m}" for m in mismatches[:5]]
+        failures += [f"offline check: {m}" for m in offline.problems()[:5]]
         if isinstance(scraped, str):
             print(f"metrics        not read: {scraped}")
             failures.append(f"worker metrics: {scraped}")
@@ -204,7 +195,13 @@ class Demo:
             print(format_counters(scraped, differences))
             failures += [f"worker metrics: {d}" for d in differences]
         if comparable_note is None:
-            failures += [f"metric {d}" for d in metric_differences(summary.metrics, recorded)]
+            check = metric_differences(
+                summary,
+                recorded,
+                threshold=artifact.threshold,
+                window_length=artifact.window_length,
+            )
+            failures += [f"metric {d}" for d in check.differences]
         if code != 0:
             failures.append(f"ecg-worker exited with code {code} after SIGTERM (expected 0)")
         for failure in failures:
