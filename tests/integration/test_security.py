@@ -411,9 +411,9 @@ def test_demo_runs_end_to_end_on_the_secured_broker(setup: Setup, tmp_path: Path
 
     assert re.search(r"scored\s+1000 of 1000 ids", result.stdout), result.stdout + result.stderr
     assert "metrics        consumed 1000, scored 1000" in result.stdout
-    # The exit code also reflects the offline score comparison (issue 8), which compares a
-    # synthetic artifact here; every other failure line would be a Kafka problem.
-    failures = [line for line in result.stderr.splitlines() if "FAILED" in line or "error:" in line]
-    assert all("offline check" in line for line in failures), failures
+    # 0, or 3 when the demo's own end-to-end checks find a difference (a synthetic artifact
+    # here); never 1 (Kafka failure) or 2 (configuration).
+    assert result.returncode in (0, 3), result.stderr
+    assert "error:" not in result.stderr
     for secret in setup.passwords():
         assert secret not in result.stdout + result.stderr
