@@ -135,6 +135,7 @@ def test_malformed_record_is_rejected_with_its_reason_and_original_bytes(
 
 
 def test_every_reason_code_is_exercised() -> None:
+    # The others come from the optional input-schema check or after decoding.
     assert {m[2] for m in MALFORMED} == set(codec.DECODE_REASONS)
 
 
@@ -176,6 +177,7 @@ def test_encode_score_matches_the_documented_format() -> None:
         encode_score(w, 0.0213, False, 0.0321, "3f1c2a9b0d4e5f67", 1_700_000_000_051)
     )
     assert doc == {
+        "schema_version": 1,
         "id": "beat-17",
         "error": 0.0213,
         "anomaly": False,

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import FakeClock, FakeConsumer, FakeRecord, make_artifact
+from tests.builders import make_artifact
+from tests.fakes import FakeClock, FakeConsumer, FakeRecord
 from tests.strict_producer import StrictProducer
 from worker.core.codec import REASONS
 from worker.core.scorer import Scorer

@@ -17,7 +17,8 @@ import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import FakeClock, FakeConsumer, FakeRecord, synthetic_windows
+from tests.builders import synthetic_windows
+from tests.fakes import FakeClock, FakeConsumer, FakeRecord
 from tests.strict_producer import StrictProducer
 from worker.core.artifact import EcgArtifact
 from worker.core.scorer import Scorer

@@ -45,6 +45,7 @@ from worker.service.config import WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
+from worker.service.input_schema import InputSchemaCheck
 from worker.service.metrics import BatchReport, WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 
@@ -114,6 +115,7 @@ class WorkerLoop:
         self._next_lag_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
         self._stop = False
+        self._input_check = InputSchemaCheck.from_setting(config.validation.input_schema)
 
     # ------------------------------------------------------------------ control
 
@@ -159,6 +161,8 @@ class WorkerLoop:
                     self._max_record_bytes,
                     self._field_limits,
                 )
+                if self._input_check is not None and isinstance(item, Window):
+                    item = self._input_check.check(item)
                 nbytes = len(r.value or b"") + len(r.key or b"")
                 full = self._batcher.add(item, nbytes)
                 if full is not None:
@@ -188,23 +192,19 @@ class WorkerLoop:
             return
         windows = [i for i in items if isinstance(i, Window)]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        values = windows_array(windows, self._window_length)
-        with np.errstate(over="ignore", invalid="ignore"):
-            normalised = self._scorer.artifact.normalisation.apply(values)
-        finite = np.isfinite(normalised).all(axis=1)
-        if not finite.all():
+        started = self._clock()
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: see _drop_unscorable
+            scores = self._scorer.score(windows_array(windows, self._window_length))
+        scoring_s = self._clock() - started
+        if not scores.all_scored:
             # Finite in JSON but overflowing the model's float32 input (e.g. 1e300).
-            for w, ok in zip(windows, finite.tolist(), strict=True):
+            scorable = scores.scorable.tolist()
+            for w, ok in zip(windows, scorable, strict=True):
                 if not ok:
                     rejected.append(
                         reject_window(w, NON_FINITE, "'values' overflow the model's float32 range")
                     )
-            windows = [w for w, ok in zip(windows, finite.tolist(), strict=True) if ok]
-            values = values[finite]
-        started = self._clock()
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = self._scorer.score(values)
-        scoring_s = self._clock() - started
+            windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
         windows, scores = self._drop_unscorable(windows, scores, rejected)
         batch = _Outputs(self, windows, scores, rejected)
         offsets: dict[tuple[str, int], int] = {}
@@ -267,7 +267,10 @@ class WorkerLoop:
                     )
                 )
         kept = [w for w, good in zip(windows, ok.tolist(), strict=True) if good]
-        return kept, Scores(scores.errors[ok], scores.anomalies[ok], scores.sample_errors[ok])
+        everything = np.ones(len(kept), dtype=bool)
+        return kept, Scores(
+            scores.errors[ok], scores.anomalies[ok], scores.sample_errors[ok], everything
+        )
 
     def _too_large(self, key: bytes | None, *values: bytes | None) -> tuple[str, str] | None:
         """OUTPUT_TOO_LARGE when a score record would exceed the producer's request size."""
