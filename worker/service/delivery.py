@@ -79,6 +79,17 @@ class Committer(Protocol):
     def commit(self, offsets: Any = None, timeout_ms: Any = None) -> None: ...
 
 
+class Delivery(Protocol):
+    """What the loop needs from a delivery mode (at least once, or exactly once in
+    ``worker.service.transactions``)."""
+
+    def publish(
+        self, messages: Sequence[Outgoing], offsets: Mapping[tuple[str, int], int]
+    ) -> bool: ...
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool: ...
+
+
 class AtLeastOnceDelivery:
     """Publish, wait for every acknowledgement, then commit."""
 

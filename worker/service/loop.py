@@ -33,7 +33,7 @@ from worker.core.scorer import Scorer
 from worker.core.segments import batch_abnormal_segments
 from worker.service.batcher import Batcher
 from worker.service.config import WorkerConfig
-from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
+from worker.service.delivery import CommitFailed, Delivery, Outgoing, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
 from worker.service.metrics import BatchReport, WorkerMetrics
@@ -64,7 +64,7 @@ class WorkerLoop:
         self,
         config: WorkerConfig,
         consumer: Consumer,
-        delivery: AtLeastOnceDelivery,
+        delivery: Delivery,
         scorer: Scorer,
         metrics: WorkerMetrics,
         tracker: PartitionTracker,

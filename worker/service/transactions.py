@@ -1,0 +1,183 @@
+"""Exactly-once delivery: a batch's outputs and its input offsets in one Kafka transaction.
+
+``delivery.mode: exactly_once`` (docs/reliability.md). Per batch: begin a transaction, send
+every score, anomaly and dead letter, flush, add the batch's next offsets to the
+transaction with the consumer's group metadata (``send_offsets_to_transaction``, KIP-447),
+commit. Either all of it becomes visible to ``read_committed`` readers together with the
+offset commit, or none of it does:
+
+- the group rebalanced before the offsets were added (stale generation, another static
+  instance): the transaction is aborted and ``publish`` returns False, like the
+  at-least-once commit that loses a rebalance; the partition's new owner replays;
+- a send is not acknowledged or the broker fails: the transaction is aborted (best
+  effort) and ``ProduceFailed`` is raised (exit 1; a restart resumes from the last commit);
+- the producer was fenced (a newer worker with the same transactional id, or the
+  transaction timed out on the coordinator): ``ProduceFailed``; its open transaction is
+  aborted by the broker, never committed.
+
+It implements the same ``publish``/``commit`` interface as ``AtLeastOnceDelivery``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    KafkaError,
+    ProducerFencedError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from worker.core.errors import BrokerError
+from worker.service.config import WorkerConfig
+from worker.service.delivery import CommitFailed, Outgoing, ProduceFailed
+
+log = logging.getLogger(__name__)
+
+# Raised by send_offsets_to_transaction / commit_transaction when this consumer's group
+# membership is stale: abortable, nothing of the batch becomes visible.
+GROUP_MOVED_ON = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
+
+
+class TransactionalProducer(Protocol):
+    """The part of a transactional ``kafka.KafkaProducer`` this class uses."""
+
+    def init_transactions(self) -> None: ...
+
+    def begin_transaction(self) -> None: ...
+
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None: ...
+
+    def commit_transaction(self) -> None: ...
+
+    def abort_transaction(self) -> None: ...
+
+
+class GroupMember(Protocol):
+    """The part of ``kafka.KafkaConsumer`` this class uses."""
+
+    def group_metadata(self) -> Any: ...
+
+
+def transactional_id(config: WorkerConfig) -> str:
+    """The producer's transactional id.
+
+    With ``kafka.group_instance_id`` it is ``<group>.<instance>``: stable across restarts,
+    so a restarted worker aborts its predecessor's open transaction at once and fences it.
+    Without, it is unique per process (an open transaction of a killed worker then stays
+    open until ``transaction_timeout_ms``, holding back read_committed readers)."""
+    group = config.kafka.group_id
+    instance = config.kafka.group_instance_id
+    if instance is not None:
+        return f"{group}.{instance}"
+    return f"{group}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+class ExactlyOnceDelivery:
+    """Send a batch and commit its offsets in one transaction; abort on any failure."""
+
+    def __init__(
+        self, producer: TransactionalProducer, consumer: GroupMember, flush_timeout_s: float
+    ) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._flush_timeout_s = flush_timeout_s
+        try:
+            # Aborts (or completes) whatever a predecessor with this id left open.
+            producer.init_transactions()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot initialise the transactional producer: {exc!r}") from exc
+
+    def publish(self, messages: Sequence[Outgoing], offsets: Mapping[tuple[str, int], int]) -> bool:
+        """Deliver one batch atomically. ``offsets`` maps (topic, partition) to the next
+        offset to read.
+
+        Returns True when committed, False when the group rebalanced first (transaction
+        aborted; the new owner replays). Raises ``ProduceFailed`` (transaction aborted or
+        left to the broker to abort; offsets not committed)."""
+        if not messages and not offsets:
+            return True
+        try:
+            self._producer.begin_transaction()
+            futures = [
+                self._producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
+                for m in messages
+            ]
+            self._producer.flush(timeout=self._flush_timeout_s)
+            failed = [f for f in futures if not f.is_done or f.exception is not None]
+            if failed:
+                first = failed[0]
+                why = repr(first.exception) if first.is_done else "no acknowledgement in time"
+                self._abort()
+                raise ProduceFailed(
+                    f"{len(failed)} of {len(futures)} records of a batch were not "
+                    f"acknowledged (first: {why}); transaction aborted, offsets not committed"
+                )
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    _offset_request(offsets), self._consumer.group_metadata()
+                )
+            self._producer.commit_transaction()
+        except GROUP_MOVED_ON as exc:
+            log.warning(
+                "the group rebalanced before this batch's transaction committed (%r): "
+                "aborted; the partitions' new owners replay from the last commit",
+                exc,
+            )
+            self._abort()
+            return False
+        except FencedInstanceIdError as exc:
+            self._abort()
+            raise CommitFailed(
+                f"fenced by another worker with the same group_instance_id ({exc!r}); "
+                "transaction aborted"
+            ) from exc
+        except ProducerFencedError as exc:
+            raise ProduceFailed(
+                f"the transactional producer was fenced ({exc!r}): a newer worker uses the "
+                "same transactional id, or the transaction timed out; nothing committed"
+            ) from exc
+        except KafkaError as exc:
+            self._abort()
+            raise ProduceFailed(
+                f"the transaction of a batch of {len(messages)} records failed: {exc!r}; "
+                "aborted, offsets not committed"
+            ) from exc
+        return True
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        """Commit offsets with no outputs (in a transaction of their own)."""
+        return self.publish([], offsets)
+
+    def _abort(self) -> None:
+        try:
+            self._producer.abort_transaction()
+        except KafkaError as exc:
+            # The coordinator aborts it after transaction_timeout_ms anyway.
+            log.warning("could not abort the transaction: %r", exc)
+
+
+def _offset_request(offsets: Mapping[tuple[str, int], int]) -> dict[TopicPartition, Any]:
+    return {
+        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+        for (topic, partition), offset in offsets.items()
+    }
