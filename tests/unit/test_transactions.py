@@ -1,0 +1,143 @@
+"""Exactly-once delivery with a fake transactional producer: what a reader would notice.
+
+A batch's outputs and its offsets are committed together or not at all: a failed
+acknowledgement or a rebalance aborts the transaction, and no offset is committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+)
+from kafka.structs import TopicPartition
+
+from worker.core.errors import BrokerError
+from worker.service.config import WorkerConfig
+from worker.service.delivery import CommitFailed, Outgoing, ProduceFailed
+from worker.service.transactions import ExactlyOnceDelivery, transactional_id
+
+
+@dataclass
+class Future:
+    exception: Exception | None = None
+    is_done: bool = True
+
+
+@dataclass
+class FakeTransactionalProducer:
+    """Records outputs per transaction; only committed ones are 'visible'."""
+
+    fail_send: Exception | None = None
+    fail_offsets: Exception | None = None
+    fail_init: Exception | None = None
+    visible: list[tuple[str, bytes | None]] = field(default_factory=list)
+    committed_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    _open: list[tuple[str, bytes | None]] = field(default_factory=list)
+    _offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def init_transactions(self) -> None:
+        if self.fail_init is not None:
+            raise self.fail_init
+        self.events.append("init")
+
+    def begin_transaction(self) -> None:
+        self.events.append("begin")
+
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None) -> Future:
+        self._open.append((topic, value))
+        return Future(self.fail_send)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.events.append("flush")
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        assert group_metadata == "metadata"
+        if self.fail_offsets is not None:
+            raise self.fail_offsets
+        self._offsets = {tp: o.offset for tp, o in offsets.items()}
+
+    def commit_transaction(self) -> None:
+        self.events.append("commit")
+        self.visible.extend(self._open)
+        self.committed_offsets.update(self._offsets)
+        self._open, self._offsets = [], {}
+
+    def abort_transaction(self) -> None:
+        self.events.append("abort")
+        self._open, self._offsets = [], {}
+
+
+class Member:
+    def group_metadata(self) -> str:
+        return "metadata"
+
+
+BATCH = [Outgoing("scores", b"k", b"s1"), Outgoing("dlq", None, b"bad")]
+OFFSETS = {("windows", 0): 42}
+
+
+def test_a_batch_and_its_offsets_are_committed_in_one_transaction() -> None:
+    producer = FakeTransactionalProducer()
+    delivery = ExactlyOnceDelivery(producer, Member(), 5.0)
+
+    assert delivery.publish(BATCH, OFFSETS) is True
+    assert producer.visible == [("scores", b"s1"), ("dlq", b"bad")]
+    assert producer.committed_offsets == {TopicPartition("windows", 0): 42}
+    assert producer.events == ["init", "begin", "flush", "commit"]
+
+
+def test_an_unacknowledged_send_aborts_and_commits_nothing() -> None:
+    producer = FakeTransactionalProducer(fail_send=KafkaTimeoutError("no ack"))
+    delivery = ExactlyOnceDelivery(producer, Member(), 5.0)
+
+    with pytest.raises(ProduceFailed, match="transaction aborted"):
+        delivery.publish(BATCH, OFFSETS)
+    assert producer.visible == [] and producer.committed_offsets == {}
+    assert producer.events[-1] == "abort"
+
+
+def test_a_rebalance_before_the_commit_aborts_and_reports_not_committed() -> None:
+    producer = FakeTransactionalProducer(fail_offsets=CommitFailedError("stale generation"))
+    delivery = ExactlyOnceDelivery(producer, Member(), 5.0)
+
+    assert delivery.publish(BATCH, OFFSETS) is False
+    assert producer.visible == [] and producer.committed_offsets == {}
+    # The producer stays usable for the next batch.
+    producer.fail_offsets = None
+    assert delivery.publish(BATCH, OFFSETS) is True
+    assert len(producer.visible) == 2
+
+
+def test_fenced_by_another_instance_or_producer_is_fatal() -> None:
+    producer = FakeTransactionalProducer(fail_offsets=FencedInstanceIdError())
+    with pytest.raises(CommitFailed, match="same group_instance_id"):
+        ExactlyOnceDelivery(producer, Member(), 5.0).publish(BATCH, OFFSETS)
+    producer = FakeTransactionalProducer(fail_offsets=ProducerFencedError())
+    with pytest.raises(ProduceFailed, match="fenced"):
+        ExactlyOnceDelivery(producer, Member(), 5.0).publish(BATCH, OFFSETS)
+    assert producer.visible == []
+
+
+def test_init_failure_is_a_broker_error() -> None:
+    producer = FakeTransactionalProducer(fail_init=KafkaTimeoutError("coordinator down"))
+    with pytest.raises(BrokerError, match="transactional producer"):
+        ExactlyOnceDelivery(producer, Member(), 5.0)
+
+
+def test_transactional_id_is_stable_with_a_static_member_and_unique_without() -> None:
+    static = WorkerConfig.from_mapping(
+        {"kafka": {"group_id": "g", "group_instance_id": "pod-0"}}, env={}
+    )
+    dynamic = WorkerConfig.from_mapping({"kafka": {"group_id": "g"}}, env={})
+
+    assert transactional_id(static) == transactional_id(static) == "g.pod-0"
+    assert transactional_id(dynamic) != transactional_id(dynamic)
+    assert transactional_id(dynamic).startswith("g.")
