@@ -1,0 +1,481 @@
+"""Fault injection on the real broker: every output is read back and the id sets compared.
+
+Each test streams uuid-named windows through real ``ecg-worker`` processes, injects one
+fault (kill -9 of a worker, kill -9 and restart of the broker, SIGSTOP of a worker past its
+session timeout, a worker joining and leaving, the broker frozen during a flush) and then
+reads the scores topic back: zero ids may be lost. Duplicates are allowed at least once
+and counted; with ``delivery.mode: exactly_once`` a ``read_committed`` reader must see
+every id exactly once. Each test prints one ``FAULT`` line (run with ``-s`` to see them;
+docs/reliability.md tabulates them).
+
+The workers use short group timeouts (session 6 s, the broker's minimum) so the suite
+stays in a few minutes; the defaults (45 s) only make the same recoveries slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.conftest import synthetic_windows
+from tests.integration.services import KafkaBroker, ServiceError, start_kafka, unavailable
+from tests.integration.test_worker_stream import Env, Worker
+
+pytestmark = pytest.mark.integration
+
+MODES = ("at_least_once", "exactly_once")
+# Short group timeouts: a dead or frozen worker is noticed in seconds, not 45 s.
+FAST_GROUP = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "max_poll_interval_ms": 10000,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Outcome:
+    """What a reader of the scores topic saw, compared with the ids sent."""
+
+    sent: int
+    seen: Counter[str]
+    docs: list[dict[str, Any]]
+
+    @property
+    def lost(self) -> int:
+        return self.sent - len(self.seen)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.seen.values()) - len(self.seen)
+
+
+def fault_line(name: str, outcome: Outcome, recovery_s: float | None, **extra: Any) -> None:
+    recovery = "n/a" if recovery_s is None else f"{recovery_s:.1f} s"
+    more = "".join(f" {k}={v}" for k, v in extra.items())
+    print(
+        f"\nFAULT {name}: sent {outcome.sent}, lost {outcome.lost}, "
+        f"duplicates {outcome.duplicates}, recovery {recovery}{more}"
+    )
+
+
+def read_scores(
+    bootstrap: str,
+    topic: str,
+    ids: list[str],
+    isolation_level: str = "read_uncommitted",
+    timeout_s: float = 90.0,
+    settle_s: float = 2.0,
+) -> Outcome:
+    """Read ``topic`` from the beginning until every id arrived (or ``timeout_s``), then
+    ``settle_s`` more to catch late duplicates."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        wanted = set(ids)
+        seen: Counter[str] = Counter()
+        docs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if settle_until is None and wanted <= seen.keys():
+                settle_until = now + settle_s
+            if now >= deadline or (settle_until is not None and now >= settle_until):
+                break
+            for batch in consumer.poll(timeout_ms=200).values():
+                for record in batch:
+                    doc = orjson.loads(record.value)
+                    seen[doc["id"]] += 1
+                    docs.append(doc)
+        return Outcome(len(ids), seen, docs)
+    finally:
+        consumer.close()
+
+
+def first_score_after(
+    bootstrap: str, topic: str, after_ms: int, timeout_s: float = 120.0
+) -> float | None:
+    """Seconds from ``after_ms`` (wall clock) to the first score scored after it."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                for record in batch:
+                    scored = orjson.loads(record.value)["scored_at_ms"]
+                    if scored > after_ms:
+                        return (scored - after_ms) / 1000.0
+        return None
+    finally:
+        consumer.close()
+
+
+def assert_consistent(outcome: Outcome) -> None:
+    """Every copy of a duplicated id carries the same score (a replay, not a corruption)."""
+    first: dict[str, dict[str, Any]] = {}
+    for doc in outcome.docs:
+        earlier = first.setdefault(doc["id"], doc)
+        assert abs(earlier["error"] - doc["error"]) <= 1e-6, (earlier, doc)
+        assert earlier["anomaly"] == doc["anomaly"]
+        assert earlier["source"]["offset"] == doc["source"]["offset"]
+
+
+class Stream:
+    """Sends windows in the background at a steady rate (its own producer)."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, n: int, per_s: float, tag: str, devices: int = 8
+    ) -> None:
+        self.ids = [f"{tag}-{i:05d}" for i in range(n)]
+        self._rows = synthetic_windows(n, seed=5)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=2**31 - 1
+        )
+        self._topic = topic
+        self._interval = 1.0 / per_s
+        self._devices = devices
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i, (record_id, row) in enumerate(zip(self.ids, self._rows, strict=True)):
+            value = orjson.dumps({"id": record_id, "values": row.tolist()})
+            key = f"device-{i % self._devices:02d}".encode()
+            self._producer.send(self._topic, value=value, key=key)
+            self.sent += 1
+            delay = started + (i + 1) * self._interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def wait_sent(self, count: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sent < count:
+            assert time.monotonic() < deadline, f"only {self.sent} of {count} sent"
+            time.sleep(0.05)
+
+    def finish(self, timeout_s: float = 180.0) -> None:
+        self._thread.join(timeout=timeout_s)
+        self._producer.flush(timeout=timeout_s)
+        self._producer.close(timeout=10)
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, worker: Worker | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = worker.log()[-3000:] if worker else ""
+            pytest.fail(f"{what} not within {timeout_s} s\n{tail}")
+        time.sleep(0.05)
+
+
+def scored(worker: Worker) -> float:
+    try:
+        return worker.metric("ecg_windows_consumed_total")
+    except (OSError, AssertionError):
+        return 0.0
+
+
+def mode_config(mode: str, instance: str | None = None, **client: Any) -> dict[str, Any]:
+    kafka: dict[str, Any] = {"client": {**FAST_GROUP, **client}}
+    if instance is not None:
+        kafka["group_instance_id"] = instance
+    return {"kafka": kafka, "delivery": {"mode": mode}}
+
+
+def isolation(mode: str) -> str:
+    return "read_committed" if mode == "exactly_once" else "read_uncommitted"
+
+
+def check(outcome: Outcome, mode: str) -> None:
+    assert outcome.lost == 0, f"{outcome.lost} of {outcome.sent} ids lost"
+    assert_consistent(outcome)
+    if mode == "exactly_once":
+        assert outcome.duplicates == 0, "read_committed reader saw duplicates"
+
+
+@pytest.fixture
+def fault_env(
+    kafka_broker: KafkaBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Env]:
+    partitions = getattr(request, "param", 1)
+    environment = Env(kafka_broker, kafka_broker.topic_set(partitions=partitions), tmp_path)
+    try:
+        yield environment
+    finally:
+        environment.close()
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A broker of this module's own, which the tests kill, freeze and restart."""
+    try:
+        broker = start_kafka(tmp_path_factory.mktemp("fault-kafka"))
+    except ServiceError as exc:
+        unavailable(f"second Kafka broker did not start: {exc}")
+    try:
+        yield broker
+    finally:
+        pid = broker_pid(broker)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        broker.stop()
+
+
+def broker_pid(broker: KafkaBroker) -> int | None:
+    try:
+        return int((broker.data_dir / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kill9_worker_mid_batch_then_restart(fault_env: Env, mode: str) -> None:
+    env = fault_env
+    bootstrap = env.broker.bootstrap_servers
+    n = 3000
+    stream = Stream(bootstrap, env.topics.input, n, per_s=1500, tag="k9").start()
+    # A static member with a stable transactional id: the restart fences the dead one.
+    config = {**mode_config(mode, instance="w0"), "batching": {"max_batch_size": 32}}
+    first = env.worker(**config)
+    first.wait_ready()
+    wait_for(lambda: scored(first) >= 600, 60, "600 windows consumed", first)
+
+    first.kill()  # SIGKILL: no flush, no commit, no leave-group
+    killed_ms = time.time_ns() // 1_000_000
+    second = env.worker(**config)
+    recovery = first_score_after(bootstrap, env.topics.scores, killed_ms)
+    stream.finish()
+    outcome = read_scores(bootstrap, env.topics.scores, stream.ids, isolation(mode))
+    raw = read_scores(bootstrap, env.topics.scores, stream.ids, settle_s=0.5)
+
+    fault_line(
+        f"kill -9 worker ({mode})",
+        outcome,
+        recovery,
+        uncommitted_copies=raw.duplicates if mode == "exactly_once" else "-",
+    )
+    check(outcome, mode)
+    assert recovery is not None
+    assert second.terminate() == 0, second.log()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_kill9_broker_and_restart_mid_stream(
+    own_broker: KafkaBroker, tmp_path: Path, mode: str
+) -> None:
+    broker = own_broker
+    env = Env(broker, broker.topic_set(), tmp_path)
+    try:
+        n = 3000
+        stream = Stream(broker.bootstrap_servers, env.topics.input, n, per_s=500, tag="b9")
+        worker = env.worker(**mode_config(mode, instance="w0"))
+        worker.wait_ready()
+        stream.start()
+        wait_for(lambda: scored(worker) >= 500, 60, "500 windows consumed", worker)
+
+        pid = broker_pid(broker)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        down_at = time.monotonic()
+        time.sleep(3.0)
+        restarted = broker.script("start")  # at once: defect 11 made this wait a minute
+        assert restarted.returncode == 0, restarted.stderr + broker.log_tail()
+        up_ms = time.time_ns() // 1_000_000
+        outage_s = time.monotonic() - down_at
+        recovery = first_score_after(broker.bootstrap_servers, env.topics.scores, up_ms)
+        stream.finish()
+        outcome = read_scores(
+            broker.bootstrap_servers, env.topics.scores, stream.ids, isolation(mode)
+        )
+
+        fault_line(f"kill -9 broker ({mode})", outcome, recovery, outage=f"{outage_s:.1f}s")
+        check(outcome, mode)
+        # The worker rode the outage out: still the same process, and it stops cleanly.
+        assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
+        assert worker.terminate() == 0, worker.log()[-3000:]
+    finally:
+        env.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault_env", [2], indirect=True)
+def test_sigstop_worker_past_its_session_while_another_takes_over(
+    fault_env: Env, mode: str
+) -> None:
+    env = fault_env
+    bootstrap = env.broker.bootstrap_servers
+    config = {**mode_config(mode), "batching": {"max_batch_size": 32}}
+    a = env.worker(**config)
+    b = env.worker(**config)
+    a.wait_ready()
+    b.wait_ready()
+    wait_for(
+        lambda: a.get("/readyz")[1].startswith("ok (1") and b.get("/readyz")[1].startswith("ok (1"),
+        30,
+        "a 1+1 assignment",
+    )
+    stream = Stream(bootstrap, env.topics.input, 4000, per_s=250, tag="st").start()
+    wait_for(lambda: scored(a) >= 200 and scored(b) >= 200, 60, "both workers scoring")
+
+    assert a.process is not None
+    a.process.send_signal(signal.SIGSTOP)
+    stopped_ms = time.time_ns() // 1_000_000
+    # b owns both partitions once a's session (6 s) expired.
+    wait_for(lambda: b.get("/readyz")[1].startswith("ok (2"), 30, "takeover by b", b)
+    takeover_s = (time.time_ns() // 1_000_000 - stopped_ms) / 1000.0
+    time.sleep(max(0.0, 12.0 - takeover_s))  # frozen past max_poll_interval_ms (10 s) too
+    a.process.send_signal(signal.SIGCONT)
+    stream.finish()
+    outcome = read_scores(bootstrap, env.topics.scores, stream.ids, isolation(mode))
+
+    fault_line(f"SIGSTOP worker 12 s ({mode})", outcome, takeover_s)
+    check(outcome, mode)
+    # The woken worker carried on (or left with exit 1 for a restart); b is healthy.
+    assert a.process.poll() in (None, 1), a.log()[-3000:]
+    assert b.terminate() == 0, b.log()[-3000:]
+    a.terminate()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault_env", [4], indirect=True)
+def test_add_and_remove_a_worker_during_a_stream(fault_env: Env, mode: str) -> None:
+    env = fault_env
+    bootstrap = env.broker.bootstrap_servers
+    config = {**mode_config(mode), "batching": {"max_batch_size": 32}}
+    a = env.worker(**config)
+    a.wait_ready()
+    stream = Stream(bootstrap, env.topics.input, 4000, per_s=400, tag="ar").start()
+    stream.wait_sent(1000)
+    b = env.worker(**config)  # joins mid-stream: a rebalance
+    b.wait_ready()
+    wait_for(lambda: scored(b) >= 100, 60, "the new worker scoring", b)
+    stream.wait_sent(2500)
+    assert a.terminate() == 0, a.log()[-3000:]  # leaves mid-stream: another rebalance
+    stream.finish()
+    outcome = read_scores(bootstrap, env.topics.scores, stream.ids, isolation(mode))
+
+    fault_line(f"add + remove worker ({mode})", outcome, None)
+    check(outcome, mode)
+    assert b.terminate() == 0, b.log()[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_broker_frozen_during_flush_exits_1_without_commit_and_restart_resumes(
+    own_broker: KafkaBroker, tmp_path: Path, mode: str
+) -> None:
+    broker = own_broker
+    env = Env(broker, broker.topic_set(), tmp_path)
+    pid = broker_pid(broker)
+    assert pid is not None
+    try:
+        n = 3000
+        ids = [f"pf-{i:05d}" for i in range(n)]
+        env.send_windows(ids, synthetic_windows(n, seed=6))
+        short = {"max_block_ms": 3000, "delivery_timeout_ms": 4000, "request_timeout_ms": 3000}
+        config = {**mode_config(mode, **short), "batching": {"max_batch_size": 16}}
+        worker = env.worker(**config)
+        worker.wait_ready()
+        wait_for(lambda: scored(worker) >= 300, 60, "300 windows consumed", worker)
+
+        os.kill(pid, signal.SIGSTOP)  # the broker stops answering mid-batch
+        try:
+            assert worker.process is not None
+            code = worker.process.wait(timeout=90)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        failed_ms = time.time_ns() // 1_000_000
+        restarted = env.worker(**mode_config(mode))
+        recovery = first_score_after(broker.bootstrap_servers, env.topics.scores, failed_ms)
+        outcome = read_scores(broker.bootstrap_servers, env.topics.scores, ids, isolation(mode))
+
+        fault_line(f"broker frozen during flush ({mode})", outcome, recovery, exit=code)
+        assert code == 1, worker.log()[-3000:]
+        assert "not committed" in worker.log() or "commit failed" in worker.log()
+        check(outcome, mode)
+        assert restarted.terminate() == 0, restarted.log()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        env.close()
+
+
+def test_restart_right_after_kill9_of_the_broker(tmp_path: Path) -> None:
+    """Defect 11: connections of a killed broker linger in TIME_WAIT; start must not
+    mistake them for another process on the port."""
+    try:
+        broker = start_kafka(tmp_path)
+    except ServiceError as exc:
+        unavailable(f"broker did not start: {exc}")
+    try:
+        topic = f"test-{uuid.uuid4().hex[:12]}"
+        broker.create_topics([topic])
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+        producer.send(topic, value=b"kept").get(timeout=10)
+        pid = broker_pid(broker)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        producer.close(timeout=1)
+        time.sleep(0.5)
+        # The killed JVM's own ends (mostly of the controller connections) linger.
+        ports = f"( sport = :{broker.port} or sport = :{broker.controller_port} )"
+        lingering = subprocess.run(
+            ["ss", "-Htan", "state", "time-wait", ports],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+        again = broker.script("start")
+
+        assert lingering.strip(), "no TIME_WAIT connection on the port: the test proves nothing"
+        assert again.returncode == 0, again.stderr
+        assert "is taken" not in again.stderr
+        consumer = KafkaConsumer(
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=10_000,
+        )
+        consumer.subscribe([topic])
+        assert [r.value for r in consumer] == [b"kept"]
+        consumer.close()
+    finally:
+        broker.stop()
