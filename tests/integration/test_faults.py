@@ -66,9 +66,31 @@ class Outcome:
         return sum(self.seen.values()) - len(self.seen)
 
 
+def duplicate_ranges(outcome: Outcome) -> str:
+    """Where the duplicates came from: input partition and offset ranges, for reports."""
+    offsets: dict[int, set[int]] = {}
+    for doc in outcome.docs:
+        if outcome.seen[doc["id"]] > 1:
+            offsets.setdefault(doc["source"]["partition"], set()).add(doc["source"]["offset"])
+    parts = []
+    for partition, found in sorted(offsets.items()):
+        ordered = sorted(found)
+        start = prev = ordered[0]
+        for offset in [*ordered[1:], None]:
+            if offset is not None and offset == prev + 1:
+                prev = offset
+                continue
+            parts.append(f"p{partition}:{start}-{prev}")
+            if offset is not None:
+                start = prev = offset
+    return ",".join(parts) or "none"
+
+
 def fault_line(name: str, outcome: Outcome, recovery_s: float | None, **extra: Any) -> None:
     recovery = "n/a" if recovery_s is None else f"{recovery_s:.1f} s"
     more = "".join(f" {k}={v}" for k, v in extra.items())
+    if outcome.duplicates:
+        more += f" duplicated_offsets={duplicate_ranges(outcome)}"
     print(
         f"\nFAULT {name}: sent {outcome.sent}, lost {outcome.lost}, "
         f"duplicates {outcome.duplicates}, recovery {recovery}{more}"
@@ -156,7 +178,12 @@ class Stream:
         self.ids = [f"{tag}-{i:05d}" for i in range(n)]
         self._rows = synthetic_windows(n, seed=5)
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=2**31 - 1
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            # Back within a second of the broker, so recovery times measure the worker.
+            reconnect_backoff_max_ms=1000,
+            delivery_timeout_ms=300_000,
         )
         self._topic = topic
         self._interval = 1.0 / per_s

@@ -16,7 +16,7 @@ from kafka.errors import (
     KafkaTimeoutError,
     ProducerFencedError,
 )
-from kafka.structs import TopicPartition
+from kafka.structs import ConsumerGroupMetadata, TopicPartition
 
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
@@ -59,7 +59,7 @@ class FakeTransactionalProducer:
         self.events.append("flush")
 
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
-        assert group_metadata == "metadata"
+        assert group_metadata.generation_id >= 0
         if self.fail_offsets is not None:
             raise self.fail_offsets
         self._offsets = {tp: o.offset for tp, o in offsets.items()}
@@ -75,9 +75,13 @@ class FakeTransactionalProducer:
         self._open, self._offsets = [], {}
 
 
+@dataclass
 class Member:
-    def group_metadata(self) -> str:
-        return "metadata"
+    generation_id: int = 3
+    member_id: str = "worker-1"
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata("g", self.generation_id, self.member_id, None, None)
 
 
 BATCH = [Outgoing("scores", b"k", b"s1"), Outgoing("dlq", None, b"bad")]
@@ -114,6 +118,17 @@ def test_a_rebalance_before_the_commit_aborts_and_reports_not_committed() -> Non
     producer.fail_offsets = None
     assert delivery.publish(BATCH, OFFSETS) is True
     assert len(producer.visible) == 2
+
+
+def test_a_worker_that_lost_its_membership_commits_nothing() -> None:
+    # A worker woken after its session expired has generation -1 until it rejoins; the
+    # broker would not fence such a commit, so the delivery must refuse it.
+    producer = FakeTransactionalProducer()
+    delivery = ExactlyOnceDelivery(producer, Member(generation_id=-1, member_id=""), 5.0)
+
+    assert delivery.publish(BATCH, OFFSETS) is False
+    assert producer.visible == [] and producer.committed_offsets == {}
+    assert producer.events[-1] == "abort"
 
 
 def test_fenced_by_another_instance_or_producer_is_fatal() -> None:

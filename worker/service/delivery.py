@@ -83,6 +83,10 @@ class Delivery(Protocol):
     """What the loop needs from a delivery mode (at least once, or exactly once in
     ``worker.service.transactions``)."""
 
+    # True when a batch that was not committed left no output visible (a transaction was
+    # aborted): the loop then reads that batch again.
+    atomic: bool
+
     def publish(
         self, messages: Sequence[Outgoing], offsets: Mapping[tuple[str, int], int]
     ) -> bool: ...
@@ -92,6 +96,8 @@ class Delivery(Protocol):
 
 class AtLeastOnceDelivery:
     """Publish, wait for every acknowledgement, then commit."""
+
+    atomic = False
 
     def __init__(self, producer: Producer, consumer: Committer, flush_timeout_s: float) -> None:
         self._producer = producer

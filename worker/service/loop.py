@@ -56,6 +56,8 @@ class Consumer(Protocol):
 
     def beginning_offsets(self, partitions: Any) -> Any: ...
 
+    def seek(self, partition: Any, offset: int) -> None: ...
+
 
 class WorkerLoop:
     """Runs until ``stop()``; then finishes the batch in hand, publishes, commits, returns."""
@@ -192,6 +194,8 @@ class WorkerLoop:
             raise
         if not committed:
             self._metrics.commit_failures.inc()
+            if self._delivery.atomic:
+                self._replay(items)
             return
         acked_ms = self._wall_ms()
         self._committed.update(offsets)
@@ -239,6 +243,35 @@ class WorkerLoop:
         for r in rejected:
             append(Outgoing(dlq, r.key, r.value, dead_letter_headers(r)))
         return messages
+
+    def _replay(self, items: list[Window | Rejected]) -> None:
+        """An aborted transaction left nothing of the batch visible, so its partitions that
+        are still ours are read again from their last commit; records held for them are
+        dropped so that order is kept. (At least once never needs this: its outputs are out.)
+        """
+        first: dict[tuple[str, int], int] = {}
+        for item in items:
+            first.setdefault((item.topic, item.partition), item.offset)
+        self._discard(lambda item: (item.topic, item.partition) not in first, "aborted batch")
+        owned = self._tracker.assigned()
+        for (topic, partition), offset in first.items():
+            if (topic, partition) not in owned:
+                continue  # the new owner starts at the last commit
+            tp = TopicPartition(topic, partition)
+            try:
+                committed = self._consumer.committed(tp)
+                self._consumer.seek(tp, offset if committed is None else committed)
+            except (KafkaError, AssertionError) as exc:
+                raise CommitFailed(
+                    f"cannot rewind {topic}[{partition}] after an aborted batch: {exc!r}; "
+                    "a restart resumes from the last commit"
+                ) from exc
+            log.info(
+                "aborted batch: %s[%d] is read again from offset %s",
+                topic,
+                partition,
+                offset if committed is None else committed,
+            )
 
     # ------------------------------------------------------------------ partitions, lag
 

@@ -95,6 +95,8 @@ def transactional_id(config: WorkerConfig) -> str:
 class ExactlyOnceDelivery:
     """Send a batch and commit its offsets in one transaction; abort on any failure."""
 
+    atomic = True
+
     def __init__(
         self, producer: TransactionalProducer, consumer: GroupMember, flush_timeout_s: float
     ) -> None:
@@ -133,9 +135,13 @@ class ExactlyOnceDelivery:
                     f"acknowledged (first: {why}); transaction aborted, offsets not committed"
                 )
             if offsets:
-                self._producer.send_offsets_to_transaction(
-                    _offset_request(offsets), self._consumer.group_metadata()
-                )
+                member = self._consumer.group_metadata()
+                if member.generation_id < 0 or not member.member_id:
+                    # kafka-python resets a member that lost its session to generation -1,
+                    # and the broker does not fence a commit without a generation: a woken
+                    # zombie would commit offsets of partitions it no longer owns.
+                    raise CommitFailedError("this worker is not a member of the group now")
+                self._producer.send_offsets_to_transaction(_offset_request(offsets), member)
             self._producer.commit_transaction()
         except GROUP_MOVED_ON as exc:
             log.warning(
