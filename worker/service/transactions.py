@@ -129,10 +129,9 @@ class ExactlyOnceDelivery:
             if failed:
                 first = failed[0]
                 why = repr(first.exception) if first.is_done else "no acknowledgement in time"
-                self._abort()
                 raise ProduceFailed(
                     f"{len(failed)} of {len(futures)} records of a batch were not "
-                    f"acknowledged (first: {why}); transaction aborted, offsets not committed"
+                    f"acknowledged (first: {why}); {self._abort()}, offsets not committed"
                 )
             if offsets:
                 member = self._consumer.group_metadata()
@@ -163,10 +162,9 @@ class ExactlyOnceDelivery:
                 "same transactional id, or the transaction timed out; nothing committed"
             ) from exc
         except KafkaError as exc:
-            self._abort()
             raise ProduceFailed(
                 f"the transaction of a batch of {len(messages)} records failed: {exc!r}; "
-                "aborted, offsets not committed"
+                f"{self._abort()}, offsets not committed"
             ) from exc
         return True
 
@@ -174,12 +172,16 @@ class ExactlyOnceDelivery:
         """Commit offsets with no outputs (in a transaction of their own)."""
         return self.publish([], offsets)
 
-    def _abort(self) -> None:
+    def _abort(self) -> str:
+        """Abort the open transaction; says how it went, for the error message."""
         try:
             self._producer.abort_transaction()
         except KafkaError as exc:
-            # The coordinator aborts it after transaction_timeout_ms anyway.
+            # The coordinator aborts it after transaction_timeout_ms anyway (or a restarted
+            # worker with the same transactional id does at once).
             log.warning("could not abort the transaction: %r", exc)
+            return "transaction left open for the broker to abort"
+        return "transaction aborted"
 
 
 def _offset_request(offsets: Mapping[tuple[str, int], int]) -> dict[TopicPartition, Any]:
