@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop
+.PHONY: help setup system venv kafka-libs demo test unit integration faults lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
-	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | clean"
+	@echo "make unit | integration | faults | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | clean"
 
 setup: system venv kafka-libs
 
@@ -43,6 +43,10 @@ unit: venv
 integration: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration
 
+# The fault-injection suite alone (also part of make test), with one FAULT line per fault.
+faults: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration/test_faults.py -s -q
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -61,6 +65,11 @@ bench: setup
 bench-acceptance: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/ecg_acceptance.py
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/image_models.py
+
+# Fail-over time with/without static membership; exactly-once vs at-least-once throughput.
+bench-reliability: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/reliability.py failover --runs 2
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/reliability.py throughput
 
 train: venv
 	$(BIN)/ecg-train ecg --out artifacts/ecg

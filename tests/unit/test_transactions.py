@@ -6,9 +6,10 @@ acknowledgement or a rebalance aborts the transaction, and no offset is committe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import pytest
 from kafka.errors import (
     CommitFailedError,
@@ -17,10 +18,19 @@ from kafka.errors import (
     ProducerFencedError,
 )
 from kafka.structs import ConsumerGroupMetadata, TopicPartition
+from prometheus_client import CollectorRegistry
 
+from tests.conftest import FakeClock, FakeRecord, synthetic_windows
+from worker.core.artifact import EcgArtifact
 from worker.core.errors import BrokerError
-from worker.service.config import WorkerConfig
+from worker.core.scorer import Scorer
+from worker.service.config import BatchingConfig, WorkerConfig
 from worker.service.delivery import CommitFailed, Outgoing, ProduceFailed
+from worker.service.drift import DriftMonitor
+from worker.service.http_server import HealthState
+from worker.service.loop import WorkerLoop
+from worker.service.metrics import WorkerMetrics
+from worker.service.rebalance import PartitionTracker
 from worker.service.transactions import ExactlyOnceDelivery, transactional_id
 
 
@@ -156,3 +166,84 @@ def test_transactional_id_is_stable_with_a_static_member_and_unique_without() ->
     assert transactional_id(static) == transactional_id(static) == "g.pod-0"
     assert transactional_id(dynamic) != transactional_id(dynamic)
     assert transactional_id(dynamic).startswith("g.")
+
+
+# --------------------------------------------------------------------------- with the loop
+
+
+class LogConsumer:
+    """One partition's log with a position: ``seek`` really rewinds, like Kafka."""
+
+    def __init__(self, records: list[Any], producer: FakeTransactionalProducer) -> None:
+        self.log = records
+        self.position = 0
+        self.producer = producer
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        batch, self.position = self.log[self.position : self.position + 5], self.position + 5
+        return {TopicPartition("ecg.windows", 0): batch} if batch else {}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.position = offset
+
+    def committed(self, partition: TopicPartition) -> int | None:
+        return self.producer.committed_offsets.get(partition)
+
+    def end_offsets(self, partitions: Any) -> dict:
+        return {tp: len(self.log) for tp in partitions}
+
+    def beginning_offsets(self, partitions: Any) -> dict:
+        return {tp: 0 for tp in partitions}
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata("g", 3, "worker-1", None, None)
+
+
+def test_an_aborted_batch_is_read_again_so_nothing_is_lost_or_doubled(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    # The group moves on while the second batch commits; the partition stays ours. The
+    # consumer's position is already past that batch, so without a rewind it would be lost.
+    rows = synthetic_windows(20, seed=4)
+    records = [
+        FakeRecord(
+            "ecg.windows", 0, i, 1, b"d", orjson.dumps({"id": f"w-{i}", "values": r.tolist()})
+        )
+        for i, r in enumerate(rows)
+    ]
+    producer = FakeTransactionalProducer()
+    consumer = LogConsumer(records, producer)
+    tracker = PartitionTracker()
+    tracker.on_partitions_assigned({TopicPartition("ecg.windows", 0)})
+    delivery = ExactlyOnceDelivery(producer, consumer, 5.0)
+    calls = {"n": 0}
+    real_send_offsets = producer.send_offsets_to_transaction
+
+    def flaky(offsets: Any, member: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise CommitFailedError("stale generation")
+        real_send_offsets(offsets, member)
+
+    producer.send_offsets_to_transaction = flaky  # type: ignore[method-assign]
+    clock = FakeClock()
+    config = replace(WorkerConfig(), batching=BatchingConfig(5, 50))
+    drift = DriftMonitor(ecg_artifact.training_error_quantiles, 100, 10)
+    loop = WorkerLoop(
+        config,
+        consumer,
+        delivery,
+        Scorer(ecg_artifact),
+        WorkerMetrics(ecg_artifact, 5, drift, CollectorRegistry(), clock),
+        tracker,
+        HealthState(60000, clock),
+        drift,
+        clock=clock,
+    )
+    for _ in range(12):
+        loop.step()
+
+    ids = [orjson.loads(v)["id"] for topic, v in producer.visible if topic == "ecg.scores"]
+    assert ids == [f"w-{i}" for i in range(20)]  # each once, in order
+    assert producer.committed_offsets == {TopicPartition("ecg.windows", 0): 20}
+    assert "abort" in producer.events
