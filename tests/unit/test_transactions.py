@@ -6,6 +6,7 @@ acknowledgement or a rebalance aborts the transaction, and no offset is committe
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -149,6 +150,19 @@ def test_fenced_by_another_instance_or_producer_is_fatal() -> None:
     with pytest.raises(ProduceFailed, match="fenced"):
         ExactlyOnceDelivery(producer, Member(), 5.0).publish(BATCH, OFFSETS)
     assert producer.visible == []
+
+
+def test_a_commit_that_never_answers_fails_the_batch_in_bounded_time() -> None:
+    # kafka-python waits for EndTxn without a limit (e.g. an output topic was deleted).
+    producer = FakeTransactionalProducer()
+    never = threading.Event()
+    producer.commit_transaction = lambda: never.wait()  # type: ignore[assignment, method-assign, return-value]
+    delivery = ExactlyOnceDelivery(producer, Member(), 0.2)
+
+    with pytest.raises(ProduceFailed, match="did not finish within"):
+        delivery.publish(BATCH, OFFSETS)
+    assert producer.visible == [] and producer.committed_offsets == {}
+    never.set()
 
 
 def test_init_failure_is_a_broker_error() -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kafka.errors import (
@@ -140,8 +141,12 @@ class ExactlyOnceDelivery:
                     # and the broker does not fence a commit without a generation: a woken
                     # zombie would commit offsets of partitions it no longer owns.
                     raise CommitFailedError("this worker is not a member of the group now")
-                self._producer.send_offsets_to_transaction(_offset_request(offsets), member)
-            self._producer.commit_transaction()
+                request = _offset_request(offsets)
+                self._bounded(
+                    "adding the offsets to the transaction",
+                    lambda: self._producer.send_offsets_to_transaction(request, member),
+                )
+            self._bounded("committing the transaction", self._producer.commit_transaction)
         except GROUP_MOVED_ON as exc:
             log.warning(
                 "the group rebalanced before this batch's transaction committed (%r): "
@@ -172,10 +177,39 @@ class ExactlyOnceDelivery:
         """Commit offsets with no outputs (in a transaction of their own)."""
         return self.publish([], offsets)
 
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        """Run a transactional call, which kafka-python waits on without a time limit (it
+        retries while the coordinator is away or a partition is unknown), for at most the
+        flush timeout. On timeout the worker exits through ``ProduceFailed``; the open
+        transaction is aborted by the broker or by the restarted worker's
+        ``init_transactions``."""
+        outcome: list[BaseException] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="ecg-transaction", daemon=True).start()
+        if not finished.wait(self._flush_timeout_s):
+            raise ProduceFailed(
+                f"{what} did not finish within {self._flush_timeout_s:.0f} s; "
+                "transaction left open for the broker to abort, offsets not committed"
+            )
+        if outcome:
+            raise outcome[0]
+
     def _abort(self) -> str:
         """Abort the open transaction; says how it went, for the error message."""
         try:
-            self._producer.abort_transaction()
+            self._bounded("aborting the transaction", self._producer.abort_transaction)
+        except ProduceFailed as exc:
+            log.warning("%s", exc)
+            return "transaction left open for the broker to abort"
         except KafkaError as exc:
             # The coordinator aborts it after transaction_timeout_ms anyway (or a restarted
             # worker with the same transactional id does at once).
