@@ -450,15 +450,16 @@ def test_broker_frozen_mid_stream_loses_nothing(own_broker: KafkaBroker, tmp_pat
     pid = broker_pid(broker)
     assert pid is not None
     short = {"max_block_ms": 3000, "delivery_timeout_ms": 4000, "request_timeout_ms": 3000}
+    config = {
+        mode: {**mode_config(mode, instance="w0", **short), "batching": {"max_batch_size": 16}}
+        for mode in MODES
+    }
     try:
-        ids = [f"fz-{i:05d}" for i in range(3000)]
-        workers = {}
+        workers = {mode: env.worker(**config[mode]) for mode, env in envs.items()}
+        streams = {}
         for mode, env in envs.items():
-            env.send_windows(ids, synthetic_windows(len(ids), seed=6))
-            config = {**mode_config(mode, **short), "batching": {"max_batch_size": 16}}
-            workers[mode] = env.worker(**config)
-        for worker in workers.values():
-            worker.wait_ready()
+            workers[mode].wait_ready()
+            streams[mode] = Stream(bootstrap, env.topics.input, 3000, 300, f"fz{mode[0]}").start()
         wait_for(lambda: all(scored(w) >= 300 for w in workers.values()), 60, "both scoring")
 
         os.kill(pid, signal.SIGSTOP)
@@ -475,9 +476,11 @@ def test_broker_frozen_mid_stream_loses_nothing(own_broker: KafkaBroker, tmp_pat
             if codes[mode] is not None:  # exited during the outage: restart it
                 assert codes[mode] == 1, worker.log()[-3000:]
                 assert "offsets not committed" in worker.log()
-                workers[mode] = env.worker(**mode_config(mode))
+                workers[mode] = env.worker(**config[mode])
         for mode, env in envs.items():
             recovery = first_score_after(bootstrap, env.topics.scores, back_ms)
+            streams[mode].finish()
+            ids = streams[mode].ids
             outcome = read_scores(bootstrap, env.topics.scores, ids, isolation(mode))
             exited = "running" if codes[mode] is None else f"exit {codes[mode]}, restarted"
             fault_line(f"broker frozen 20 s ({mode})", outcome, recovery, worker=exited)
@@ -505,7 +508,10 @@ def test_output_topic_deleted_exits_1_without_commit_and_restart_resumes(
     try:
         before = [f"pb-{i:04d}" for i in range(500)]
         after = [f"pa-{i:04d}" for i in range(500)]
-        workers = {mode: env.worker(**mode_config(mode, **short)) for mode, env in envs.items()}
+        workers = {
+            mode: env.worker(**mode_config(mode, instance="w0", **short))
+            for mode, env in envs.items()
+        }
         for mode, env in envs.items():
             workers[mode].wait_ready()
             env.send_windows(before, synthetic_windows(len(before), seed=7))
@@ -535,7 +541,9 @@ def test_output_topic_deleted_exits_1_without_commit_and_restart_resumes(
         }
         for env in envs.values():
             recreate(kafka_broker, env.topics.scores)
-        restarted = {mode: env.worker(**mode_config(mode)) for mode, env in envs.items()}
+        restarted = {
+            mode: env.worker(**mode_config(mode, instance="w0")) for mode, env in envs.items()
+        }
 
         for mode, env in envs.items():
             recovery = first_score_after(bootstrap, env.topics.scores, failed_ms)
