@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs demo test unit integration faults lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop
+.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration faults lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
-	@echo "make unit | integration | faults | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | clean"
+	@echo "make test-kernels - the score-agreement tests under forced OpenBLAS kernels"
+	@echo "make unit | integration | faults | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | helm-lint | clean"
 
-setup: system venv kafka-libs
+setup: system venv kafka-libs helm
 
 system:
 	@bash scripts/setup-system.sh
@@ -31,6 +32,13 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	bash deploy/kafka/local-kafka.sh fetch
 	touch $@
 
+# helm for the chart tests (deploy/helm/ecg-worker); skipped when one is already installed.
+helm:
+	@bash scripts/install-helm.sh
+
+helm-lint: helm
+	PATH=$(abspath .local/bin):$$PATH helm lint --strict deploy/helm/ecg-worker
+
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ecg-demo
 
@@ -39,6 +47,19 @@ test: setup lint typecheck
 
 unit: venv
 	$(BIN)/pytest tests/unit
+
+# The score-agreement tests (batch sizes 1/7/500, stream vs offline) with OpenBLAS forced to
+# other float32 kernels than this CPU's default, so that a CPU-dependent assumption fails
+# here rather than on a user's machine. KERNELS must be ones this CPU can run.
+.PHONY: test-kernels
+KERNELS ?= Haswell Sandybridge
+AGREEMENT_TESTS := tests/unit/test_agreement.py tests/unit/test_stream_summary.py \
+	tests/unit/test_loop.py tests/unit/test_scorer.py
+test-kernels: venv
+	@for k in $(KERNELS); do \
+	  OPENBLAS_CORETYPE=$$k OPENBLAS_VERBOSE=2 $(BIN)/python -c 'import numpy' 2>&1 | grep -i core; \
+	  OPENBLAS_CORETYPE=$$k $(BIN)/pytest -q $(AGREEMENT_TESTS) || exit 1; \
+	done
 
 integration: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration
@@ -50,13 +71,14 @@ faults: setup
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 typecheck: venv
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker trainer clients
 
 # Benchmarks print figures; they are not pass/fail unit tests (docs/benchmarks.md).
 bench: setup
@@ -79,6 +101,17 @@ kafka-start: kafka-libs
 
 kafka-stop:
 	bash deploy/kafka/local-kafka.sh stop
+
+# A second local broker with a SASL_SSL listener on 127.0.0.1:9096 and ACLs (docs/security.md);
+# its CA and users are in .local/kafka/secure/security/.
+SECURE_KAFKA := bash deploy/kafka/local-kafka.sh --port 9095 --controller-port 9097 \
+	--sasl-ssl-port 9096 --data-dir .local/kafka/secure
+
+kafka-start-secure: kafka-libs
+	$(SECURE_KAFKA) start
+
+kafka-stop-secure:
+	$(SECURE_KAFKA) stop
 
 clean:
 	rm -rf .local artifacts .pytest_cache .mypy_cache .ruff_cache

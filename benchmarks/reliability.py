@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 def windows(n: int, seed: int = 3) -> list[bytes]:
-    from tests.conftest import synthetic_windows
+    from tests.builders import synthetic_windows
 
     rows = synthetic_windows(n, seed=seed)
     return [
@@ -72,7 +72,7 @@ class Bench:
             bootstrap = self.broker.bootstrap_servers
         self.bootstrap = bootstrap
         if artifact is None:
-            from tests.conftest import write_artifact_dir
+            from tests.builders import write_artifact_dir
 
             write_artifact_dir(work / "artifact")
             artifact = str(work / "artifact")

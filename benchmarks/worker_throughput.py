@@ -67,17 +67,13 @@ def random_artifact(seed: int = 0) -> EcgArtifact:
                 act,
             )
         )
-    return EcgArtifact(
-        path=Path("random"),
-        model_version="random0000000000",
-        window_length=140,
-        normalisation=Normalisation(-6.0, 8.0),
-        threshold=0.05,
+    return EcgArtifact.unsaved(
+        layers,
+        Normalisation(-6.0, 8.0),
+        0.05,
         threshold_rule="mean_std",
         profile="tutorial",
-        training_error_quantiles=tuple(np.linspace(0.01, 0.1, 101)),
-        layers=tuple(layers),
-        metadata={},
+        training_error_quantiles=np.linspace(0.01, 0.1, 101).tolist(),
     )
 
 

@@ -5,94 +5,87 @@
 
 (one line; wrapped here). Sample ranges are ``start-end`` with ``end`` exclusive, as in the
 record. A record that is not a readable alert prints a line starting with ``!!`` naming
-where it is and what is wrong, and the command carries on.
+where it is and what is wrong, and the command carries on. Control characters in ids, keys
+and messages are printed escaped (``\\x1b``), never sent to the terminal as they are.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import orjson
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from clients.kafka_clients import (
     BOOTSTRAP_EPILOG,
     add_bootstrap_argument,
-    default_bootstrap,
+    add_kafka_config_argument,
+    load_kafka_config,
     make_consumer,
     require_topic,
 )
-from worker.cli.argtypes import positive_float, positive_int
-from worker.core.errors import EcgError
+from clients.terminal import printable
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import run_cli
+from worker.core.codec import Score, ScoreFormatError, decode_score, score_from_doc
+from worker.core.errors import BrokerError
+from worker.core.wire import ANOMALIES_TOPIC
 
-DEFAULT_TOPIC = "ecg.anomalies"
+DEFAULT_TOPIC = ANOMALIES_TOPIC
 
 
-class AlertFormatError(ValueError):
-    """A record on the anomalies topic lacks a field an alert needs (named in the message)."""
+# A record that is not a readable alert: the wire format's own error (names the field).
+AlertFormatError = ScoreFormatError
 
 
-def format_alert(record: Mapping[str, Any], key: bytes | str | None) -> str:
+def format_alert(record: Score | Mapping[str, Any], key: bytes | str | None) -> str:
     """One line for an alert record: time, device (the record key), id, error vs threshold
-    and the abnormal segments. Raises ``AlertFormatError`` naming a missing or wrong field.
+    and the abnormal segments. ``record`` is a decoded ``Score`` or its JSON document;
+    raises ``AlertFormatError`` naming a missing or wrong field.
     """
-    if not isinstance(record, Mapping):
-        raise AlertFormatError(f"expected a JSON object, got {type(record).__name__}")
-    window_id = record.get("id")
-    if isinstance(window_id, bool) or not isinstance(window_id, str | int):
-        raise AlertFormatError(f"field 'id' must be a string or integer, got {window_id!r}")
-    error = _number(record, "error")
-    threshold = _number(record, "threshold")
+    score = record if isinstance(record, Score) else score_from_doc(record)
+    error, threshold = score.error, score.threshold
     ratio = f"{error / threshold:.2f}x" if threshold > 0 else "n/a"
     relation = ">=" if error >= threshold else "<"
     parts = [
-        _format_time(record.get("scored_at_ms")),
+        _format_time(score.scored_at_ms),
         _format_key(key),
-        str(window_id),
+        str(score.id),
         f"error {error:.4f} {relation} threshold {threshold:.4f} ({ratio})",
     ]
-    segments = record.get("segments", [])
-    if not isinstance(segments, list):
-        raise AlertFormatError(f"field 'segments' must be a list, got {type(segments).__name__}")
-    if segments:
+    if score.segments:
         parts.append(
-            "abnormal: " + ", ".join(_format_segment(s, i) for i, s in enumerate(segments))
+            "abnormal: "
+            + ", ".join(f"samples {s.start}-{s.end} err {s.mean_error:.3f}" for s in score.segments)
         )
     return "  ".join(parts)
 
 
 def render_record(value: bytes | None, key: bytes | None, where: str) -> str:
-    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line)."""
+    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line).
+    Control characters from the record are escaped (``clients.terminal.printable``)."""
+    return printable(_render(value, key, where))
+
+
+def _render(value: bytes | None, key: bytes | None, where: str) -> str:
     if not value:
         return f"!! {where}: empty record, not an alert"
     try:
-        record = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return f"!! {where}: not JSON ({exc}), {len(value)} bytes"
-    try:
-        return format_alert(record, key)
-    except AlertFormatError as exc:
+        score = decode_score(value)
+    except ScoreFormatError as exc:
+        if str(exc).startswith("not JSON"):
+            return f"!! {where}: {exc}, {len(value)} bytes"
         return f"!! {where}: not a readable alert: {exc}"
+    return format_alert(score, key)
 
 
-def _number(record: Mapping[str, Any], name: str) -> float:
-    if name not in record:
-        raise AlertFormatError(f"missing field {name!r}")
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise AlertFormatError(f"field {name!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _format_time(ms: Any) -> str:
-    if isinstance(ms, bool) or not isinstance(ms, int):
+def _format_time(ms: int | None) -> str:
+    if ms is None:
         return "(no time)"
     try:
         moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -105,16 +98,6 @@ def _format_key(key: bytes | str | None) -> str:
     if key is None or key in (b"", ""):
         return "(no device)"
     return key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
-
-
-def _format_segment(segment: Any, index: int) -> str:
-    if not isinstance(segment, Mapping):
-        raise AlertFormatError(f"segments[{index}] must be an object")
-    start, end = segment.get("start"), segment.get("end")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
-        raise AlertFormatError(f"segments[{index}] needs integer 'start' and 'end'")
-    mean_error = _number(segment, "mean_error")
-    return f"samples {start}-{end} err {mean_error:.3f}"
 
 
 # --------------------------------------------------------------------------- following
@@ -147,14 +130,20 @@ def follow(
 
 
 def open_follower(
-    bootstrap_servers: str, topic: str, from_beginning: bool, idle_timeout_s: float | None
+    bootstrap_servers: str,
+    topic: str,
+    from_beginning: bool,
+    idle_timeout_s: float | None,
+    settings: dict[str, Any] | None = None,
 ) -> Any:
-    """A group-less consumer on every partition of ``topic``, positioned at the start or end.
+    """A group-less consumer on every partition of ``topic``, positioned at the start or end;
+    ``settings`` are extra kafka-python settings (security).
 
     The end position is resolved here, so every alert produced after this returns is shown.
     """
     consumer = make_consumer(
         bootstrap_servers,
+        **(settings or {}),
         consumer_timeout_ms=float("inf") if idle_timeout_s is None else idle_timeout_s * 1000,
     )
     try:
@@ -183,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BOOTSTRAP_EPILOG,
     )
     add_bootstrap_argument(parser)
+    add_kafka_config_argument(parser)
     parser.add_argument(
         "--topic", default=DEFAULT_TOPIC, help="anomalies topic (default: %(default)s)"
     )
@@ -208,24 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a known error, 0 on Ctrl-C)."""
+    """Entry point; returns the exit code (0 also on Ctrl-C, the normal way to stop following)."""
     args = build_parser().parse_args(argv)
-    bootstrap = args.bootstrap_servers or default_bootstrap()
+    return run_cli("ecg-alerts", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    kafka = load_kafka_config(args.kafka_config)
+    bootstrap = args.bootstrap_servers or ",".join(kafka.bootstrap_servers)
     tally = Tally()
+    consumer = open_follower(
+        bootstrap, args.topic, args.from_beginning, args.timeout_s, kafka.consumer_settings()
+    )
     try:
-        consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
-        try:
-            follow(consumer, sys.stdout, args.max_messages, tally)
-        finally:
-            consumer.close()
-    except EcgError as exc:
-        print(f"ecg-alerts: error: {exc}", file=sys.stderr)
-        return 2
+        follow(consumer, sys.stdout, args.max_messages, tally)
     except KeyboardInterrupt:
-        pass
-    except KafkaError as exc:  # the broker failed while we were following
-        print(f"ecg-alerts: error: {args.topic!r} on {bootstrap}: {exc}", file=sys.stderr)
-        return 2
+        pass  # following until Ctrl-C is the normal use: report what was shown, exit 0
+    except KafkaError as exc:
+        raise BrokerError(f"{args.topic!r} on {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
     print(
         f"ecg-alerts: {tally.alerts} alerts, {tally.unreadable} unreadable records",
         file=sys.stderr,

@@ -10,11 +10,11 @@
 7. stop the worker (SIGTERM; it must exit 0), print the summary, delete the run's topics
    and stop the broker if this run started it.
 
-Exit codes: 0 it all worked; 1 the run finished but something is wrong (a window not
-scored, a dead letter, metrics that differ from the artifact's, worker counters that differ from
-the stream, an unclean worker exit);
-2 a known error before that (broker, artifact, training, worker start-up); 130 Ctrl-C or
-SIGTERM. Whatever happens, what this run started is stopped again.
+Exit codes (``worker.cli_support.runner``): 0 it all worked; 3 the run finished but something
+is wrong (a window not scored, a dead letter, metrics that differ from the artifact's, worker
+counters that differ from the stream, an unclean worker exit); 1 Kafka failed (the broker did
+not start or stopped answering); 2 another known error before that (artifact, training, worker
+start-up); 130 Ctrl-C or SIGTERM. Whatever happens, what this run started is stopped again.
 """
 
 from __future__ import annotations
@@ -36,17 +36,18 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from clients.kafka_clients import make_consumer, make_producer
+from clients.kafka_clients import load_kafka_config, make_consumer, make_producer
 from clients.local_broker import REPO_ROOT, LocalBroker
 from clients.replay import Pacer, ReplayWindow, replay, split_windows
 from clients.stream_summary import (
     StreamTally,
     format_summary,
     metric_differences,
-    offline_mismatches,
+    offline_check,
     problems,
     summarise,
 )
+from clients.terminal import printable
 from clients.worker_counters import (
     WorkerCounters,
     counter_problems,
@@ -54,26 +55,24 @@ from clients.worker_counters import (
     parse_counters,
 )
 from clients.worker_process import WorkerProcess, WorkerProcessError, tool_command
-from worker.cli.argtypes import positive_float, positive_int
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
-from worker.core.errors import BrokerError, DataError, EcgError
+from worker.core.errors import BrokerError, ConfigError, DataError
 from worker.core.scorer import Scorer
+from worker.core.wire import DEFAULT_TOPICS
+from worker.service.config import ENV_OVERRIDES, KafkaConfig
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
 DEFAULT_RUN_DIR = REPO_ROOT / ".local" / "demo"
-TOPIC_ROLES = ("input", "scores", "anomalies", "dead_letter")
-BASE_TOPICS = {
-    "input": "ecg.windows",
-    "scores": "ecg.scores",
-    "anomalies": "ecg.anomalies",
-    "dead_letter": "ecg.windows.dlq",
-}
+TOPIC_ROLES = tuple(DEFAULT_TOPICS)
+BASE_TOPICS = DEFAULT_TOPICS
+# Topic role -> the worker's environment override for it (ECG_INPUT_TOPIC, ...).
 WORKER_ENV_FOR_TOPIC = {
-    "input": "ECG_INPUT_TOPIC",
-    "scores": "ECG_SCORES_TOPIC",
-    "anomalies": "ECG_ANOMALIES_TOPIC",
-    "dead_letter": "ECG_DLQ_TOPIC",
+    item.path[1]: item.name
+    for item in ENV_OVERRIDES
+    if item.path[0] == "topics" and item.path[1] in DEFAULT_TOPICS
 }
 # After the last score, how long to wait for alerts still in flight on the anomalies topic.
 ALERT_GRACE_S = 5.0
@@ -84,7 +83,7 @@ METRICS_SETTLE_S = 5.0
 
 def say(message: str) -> None:
     """A progress line on stderr (stdout carries only the summary)."""
-    print(f"ecg-demo: {message}", file=sys.stderr, flush=True)
+    print(f"ecg-demo: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def new_run_id() -> str:
@@ -110,6 +109,8 @@ class Demo:
     topics: dict[str, str] = field(default_factory=dict)
     topics_created: bool = False
     bootstrap: str = ""
+    # Security settings for the demo's own clients: the worker's config and ECG_* variables.
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def run(self) -> int:
         """Everything between starting the broker and printing the summary."""
@@ -117,6 +118,7 @@ class Demo:
         self.topics = {role: f"{BASE_TOPICS[role]}.{self.run_id}" for role in TOPIC_ROLES}
         run_dir = Path(args.run_dir) / self.run_id
         say(f"run {self.run_id} (logs in {run_dir})")
+        self.kafka = load_kafka_config(args.worker_config)
 
         if args.bootstrap_servers:
             self.bootstrap = args.bootstrap_servers
@@ -176,19 +178,10 @@ class Demo:
             ),
             flush=True,
         )
-        mismatches = offline_mismatches(
-            {w.id: w.values for w in windows}, tally.scores, Scorer(artifact)
-        )
-        compared = sum(1 for w in windows if w.id in tally.scores)
-        if mismatches:
-            print(
-                f"offline check  {len(mismatches)} of {compared} streamed scores differ "
-                "from ecg-score"
-            )
-        else:
-            print(f"offline check  all {compared} streamed scores equal ecg-score's error and flag")
+        offline = offline_check({w.id: w.values for w in windows}, tally.scores, Scorer(artifact))
+        print(offline.line())
         failures = problems(summary, artifact.model_version)
-        failures += [f"offline check: {m}" for m in mismatches[:5]]
+        failures += [f"offline check: {m}" for m in offline.problems()[:5]]
         if isinstance(scraped, str):
             print(f"metrics        not read: {scraped}")
             failures.append(f"worker metrics: {scraped}")
@@ -202,12 +195,18 @@ class Demo:
             print(format_counters(scraped, differences))
             failures += [f"worker metrics: {d}" for d in differences]
         if comparable_note is None:
-            failures += [f"metric {d}" for d in metric_differences(summary.metrics, recorded)]
+            check = metric_differences(
+                summary,
+                recorded,
+                threshold=artifact.threshold,
+                window_length=artifact.window_length,
+            )
+            failures += [f"metric {d}" for d in check.differences]
         if code != 0:
             failures.append(f"ecg-worker exited with code {code} after SIGTERM (expected 0)")
         for failure in failures:
             print(f"ecg-demo: FAILED: {failure}", file=sys.stderr)
-        return 1 if failures else 0
+        return ExitCode.INCOMPLETE if failures else ExitCode.OK
 
     # ------------------------------------------------------------------ steps
 
@@ -288,7 +287,7 @@ class Demo:
 
     def open_reader(self) -> Any:
         """One group-less consumer on every partition of the three output topics, at offset 0."""
-        consumer = make_consumer(self.bootstrap)
+        consumer = make_consumer(self.bootstrap, **self.kafka.consumer_settings())
         partitions = [
             TopicPartition(self.topics[role], p)
             for role in ("scores", "anomalies", "dead_letter")
@@ -303,7 +302,7 @@ class Demo:
         from tqdm import tqdm
 
         say(f"replaying {len(windows)} windows to {self.topics['input']}")
-        producer = make_producer(self.bootstrap)
+        producer = make_producer(self.bootstrap, **self.kafka.producer_settings())
         try:
             with tqdm(total=len(windows), unit="win", file=sys.stderr, disable=None) as bar:
                 report = replay(
@@ -383,7 +382,11 @@ class Demo:
 
     def _admin(self) -> KafkaAdminClient:
         try:
+            settings = {
+                k: v for k, v in self.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
+            }
             return KafkaAdminClient(
+                **settings,
                 bootstrap_servers=self.bootstrap,
                 bootstrap_timeout_ms=10_000,
                 client_id=f"ecg-demo-{self.run_id}",
@@ -492,29 +495,23 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see the module docstring for exit codes."""
     args = build_parser().parse_args(argv)
+    return run_cli("ecg-demo", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if not Path(args.worker_config).is_file():
-        print(f"ecg-demo: error: worker config {args.worker_config} not found", file=sys.stderr)
-        return 2
+        raise ConfigError(f"worker config {args.worker_config} not found")
     # SIGTERM (e.g. from a CI timeout) takes the same path as Ctrl-C: stop what we started.
     signal.signal(signal.SIGTERM, _interrupt)
     demo = Demo(args)
-    code = 2
     try:
-        code = demo.run()
-    except EcgError as exc:
-        print(f"ecg-demo: error: {exc}", file=sys.stderr)
-        code = 2
+        return demo.run()
     except KeyboardInterrupt:
-        print("ecg-demo: interrupted; stopping what this run started", file=sys.stderr)
+        say("interrupted; stopping what this run started")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let cleanup finish
-        code = 130
+        raise
     finally:
-        try:
-            demo.cleanup()
-        except KeyboardInterrupt:
-            print("ecg-demo: cleanup interrupted", file=sys.stderr)
-            code = 130
-    return code
+        demo.cleanup()
 
 
 if __name__ == "__main__":

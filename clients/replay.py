@@ -11,7 +11,6 @@ by the broker (``acks=all``) before the command reports success.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -26,15 +25,17 @@ import orjson
 from clients.kafka_clients import (
     BOOTSTRAP_EPILOG,
     add_bootstrap_argument,
-    default_bootstrap,
+    add_kafka_config_argument,
+    load_kafka_config,
     make_producer,
 )
-from worker.cli.argtypes import positive_float, positive_int
-from worker.cli.ecg_score import CsvRejected, read_windows
-from worker.core.errors import BrokerError, ConfigError, DataError, EcgError
+from worker.cli_support.argtypes import positive_float, positive_int
+from worker.cli_support.runner import run_cli
+from worker.core.errors import BrokerError, ConfigError, DataError
+from worker.core.windows_csv import CsvRejected, read_windows_file
+from worker.core.wire import INPUT_TOPIC, WINDOW_LENGTH
 
-WINDOW_LENGTH = 140
-DEFAULT_TOPIC = "ecg.windows"
+DEFAULT_TOPIC = INPUT_TOPIC
 DEFAULT_DEVICES = 8
 FORMATS = ("object", "array")
 # How long to wait for the broker to acknowledge everything still in flight at the end.
@@ -117,26 +118,18 @@ class Pacer:
 def read_csv(path: str | Path, window_length: int = WINDOW_LENGTH) -> list[ReplayWindow]:
     """Windows from a CSV: ``window_length`` numbers per line, optionally then a 0/1 label.
 
-    Parsed by ``ecg-score``'s reader, so both tools accept the same files. Blank lines are
-    skipped. Ids are ``<file stem>-<line number>``. Unlike ``ecg-score``, replay sends
-    nothing from a file with a bad row: it raises ``DataError`` naming the file, line and
-    problem of the first one.
+    Parsed by ``worker.core.windows_csv`` like ``ecg-score``'s input, so both tools accept the
+    same files. Blank lines are skipped. Ids are ``<file stem>-<line number>``. Unlike
+    ``ecg-score``, replay sends nothing from a file with a bad row: it raises ``DataError``
+    naming the file, line and problem of the first one.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: CSV file does not exist")
     windows: list[ReplayWindow] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for item in read_windows(f, window_length):
-                if isinstance(item, CsvRejected):
-                    raise DataError(f"{path}: line {item.row}: {item.detail}")
-                values = np.asarray(item.values, dtype=np.float64)
-                windows.append(ReplayWindow(f"{path.stem}-{item.row:04d}", values, item.label))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    for item in read_windows_file(path, window_length):
+        if isinstance(item, CsvRejected):
+            raise DataError(item.message(path))
+        values = np.asarray(item.values, dtype=np.float64)
+        windows.append(ReplayWindow(f"{path.stem}-{item.row:04d}", values, item.label))
     if not windows:
         raise DataError(f"{path}: no windows (the file has no data lines)")
     return windows
@@ -285,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BOOTSTRAP_EPILOG,
     )
     add_bootstrap_argument(parser)
+    add_kafka_config_argument(parser)
     parser.add_argument("--topic", default=DEFAULT_TOPIC, help="input topic (default: %(default)s)")
     parser.add_argument(
         "--input",
@@ -323,35 +317,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a known error, 130 when interrupted)."""
+    """Entry point; returns the exit code (``worker.cli_support.runner.ExitCode``)."""
+    args = build_parser().parse_args(argv)
+    return run_cli("ecg-replay", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    args = build_parser().parse_args(argv)
-    bootstrap = args.bootstrap_servers or default_bootstrap()
+    kafka = load_kafka_config(args.kafka_config)
+    bootstrap = args.bootstrap_servers or ",".join(kafka.bootstrap_servers)
+    windows = read_csv(args.input) if args.input else ecg5000_test_windows()
+    total = args.count if args.count is not None else len(windows)
+    producer = make_producer(bootstrap, **kafka.producer_settings())
     try:
-        windows = read_csv(args.input) if args.input else ecg5000_test_windows()
-        total = args.count if args.count is not None else len(windows)
-        producer = make_producer(bootstrap)
-        try:
-            # disable=None: a bar on a terminal, silence when stderr is a pipe or a file.
-            with tqdm(total=total, unit="win", file=sys.stderr, disable=None) as bar:
-                report = replay(
-                    producer,
-                    args.topic,
-                    take(windows, args.count),
-                    devices=args.devices,
-                    fmt=args.format,
-                    pacer=Pacer(args.rate),
-                    on_sent=bar.update,
-                )
-        finally:
-            producer.close(timeout=5)
-    except EcgError as exc:
-        print(f"ecg-replay: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ecg-replay: interrupted", file=sys.stderr)
-        return 130
+        # disable=None: a bar on a terminal, silence when stderr is a pipe or a file.
+        with tqdm(total=total, unit="win", file=sys.stderr, disable=None) as bar:
+            report = replay(
+                producer,
+                args.topic,
+                take(windows, args.count),
+                devices=args.devices,
+                fmt=args.format,
+                pacer=Pacer(args.rate),
+                on_sent=bar.update,
+            )
+    finally:
+        producer.close(timeout=5)
     print(describe(report, bootstrap), flush=True)
     return 0
 

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from worker.core.errors import EcgError
+from worker.cli_support.runner import run_cli
 
 # sub-command -> (module, one-line help). Modules are imported lazily: `--help` stays fast.
 JOBS = {
@@ -41,26 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for a known error)."""
+    """Entry point; returns the process exit code (``worker.cli_support.runner.ExitCode``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return int(importlib.import_module(args._module).run(args))
-    except EcgError as exc:
-        print(f"ecg-train: error: {exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        # Training needs the `train` extra (TensorFlow, scikit-learn, matplotlib, ...);
-        # the worker-only install lacks it.
-        print(
-            f"ecg-train: error: {exc.name} is not installed; install the training extra: "
-            "pip install 'ecg-anomaly[train]'",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print("ecg-train: interrupted", file=sys.stderr)
-        return 130
+    # A missing training extra (TensorFlow, scikit-learn, ...) is reported by the runner.
+    return run_cli("ecg-train", lambda: int(importlib.import_module(args._module).run(args)))
 
 
 if __name__ == "__main__":

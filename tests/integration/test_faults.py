@@ -31,7 +31,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from tests.conftest import synthetic_windows
+from tests.builders import synthetic_windows
 from tests.integration.services import KafkaBroker, ServiceError, start_kafka, unavailable
 from tests.integration.test_worker_stream import Env, Worker, committed_offset
 

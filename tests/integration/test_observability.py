@@ -34,7 +34,7 @@ import yaml
 from clients.kafka_clients import make_producer
 from clients.replay import ReplayWindow, replay
 from clients.worker_process import WorkerProcess, WorkerProcessError
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import (
     REPO_ROOT,
     WORKER_JOB,
@@ -55,9 +55,10 @@ from tests.integration.worker_helpers import (
     read_topic,
     sample,
 )
+from worker.core.agreement import compare_scores
 from worker.core.artifact import EcgArtifact
-from worker.core.codec import REASONS
-from worker.core.scorer import Scorer
+from worker.core.codec import REASONS, Score, decode_score
+from worker.core.scorer import Scorer, Scores
 from worker.service.drift import ks, psi
 from worker.service.metrics import LATENCY_BUCKETS_S
 
@@ -103,12 +104,12 @@ class Observed:
     group: str
     artifact: EcgArtifact
     readiness: list[tuple[int, str]]  # distinct /readyz answers until the first 200
-    expected_anomalous: int  # offline scoring of the valid windows
+    offline: Scores  # offline scoring of the valid windows
     sent_by_partition: dict[int, int]
     send_started_ms: int
     consumed_ms: int  # when the worker's counters showed everything consumed
-    scores: list[dict[str, Any]]
-    anomalies: list[dict[str, Any]]
+    scores: list[Score]
+    anomalies: list[Score]
     dead_letters: list[Any]
     at: str  # evaluation time: the timestamp of the last scrape (seconds, as Prometheus says)
     range_s: int  # a range that reaches back before the first scrape
@@ -229,7 +230,7 @@ def observed(
         unavailable(f"cannot create topics: {exc}\n{kafka_broker.log_tail()}")
     artifact = write_artifact_dir(tmp / "artifact")
     windows = synthetic_windows(VALID, seed=31)
-    expected_anomalous = int(Scorer(artifact).score(windows).anomalies.sum())
+    offline = Scorer(artifact).score(windows)
     config = yaml.safe_load(WORKER_CONFIG.read_text(encoding="utf-8"))
     config["metrics"]["lag_interval_ms"] = LAG_INTERVAL_MS  # lag back at 0 within a second
     (tmp / "worker.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -260,14 +261,14 @@ def observed(
 
         bootstrap = kafka_broker.bootstrap_servers
         scores = [
-            orjson.loads(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
+            decode_score(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
         ]
-        flagged = sum(1 for s in scores if s["anomaly"] is True)
+        flagged = sum(1 for s in scores if s.anomaly is True)
         anomalies = [
-            orjson.loads(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
+            decode_score(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
         ]
         dead = read_topic(bootstrap, topics.dead_letter, len(MALFORMED), 30, 0.5)
-        sent_by_partition = Counter(s["source"]["partition"] for s in scores)
+        sent_by_partition = Counter(s.source.partition for s in scores)
         sent_by_partition.update(malformed_by_partition)
 
         # Prometheus has the final state once it scraped everything consumed and lag 0.
@@ -287,7 +288,7 @@ def observed(
             group=group,
             artifact=artifact,
             readiness=readiness,
-            expected_anomalous=expected_anomalous,
+            offline=offline,
             sent_by_partition=dict(sent_by_partition),
             send_started_ms=send_started_ms,
             consumed_ms=consumed_ms,
@@ -311,11 +312,21 @@ def observed(
 def test_the_stream_itself_is_what_was_sent(observed: Observed) -> None:
     """The ground truth the metrics are compared with: one score per valid window, the
     offline scorer's anomalies, one dead letter per malformed record, both partitions used."""
-    assert sorted(s["id"] for s in observed.scores) == [f"obs-{i:04d}" for i in range(VALID)]
-    flagged = [s["id"] for s in observed.scores if s["anomaly"] is True]
-    assert len(flagged) == observed.expected_anomalous
+    assert sorted(s.id for s in observed.scores) == [f"obs-{i:04d}" for i in range(VALID)]
+    by_id = {s.id: s for s in observed.scores}
+    streamed = [by_id[f"obs-{i:04d}"] for i in range(VALID)]
+    agreement = compare_scores(
+        observed.offline.errors,
+        observed.offline.anomalies,
+        np.array([s.error for s in streamed]),
+        np.array([s.anomaly for s in streamed]),
+        threshold=observed.artifact.threshold,
+        window_length=observed.artifact.window_length,
+    )
+    assert agreement.ok, [d.describe(str(d.index)) for d in agreement.disagreements]
+    flagged = [s.id for s in observed.scores if s.anomaly is True]
     assert 0 < len(flagged) < VALID
-    assert sorted(a["id"] for a in observed.anomalies) == sorted(flagged)
+    assert sorted(a.id for a in observed.anomalies) == sorted(flagged)
     reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in observed.dead_letters)
     assert reasons == observed.rejected_by_reason
     assert sorted(observed.sent_by_partition) == [0, 1]
@@ -361,7 +372,7 @@ def test_counters_in_prometheus_equal_what_was_sent(observed: Observed) -> None:
         return {r["metric"]["reason"]: float(r["value"][1]) for r in result}
 
     expected_reasons = {reason: observed.rejected_by_reason.get(reason, 0) for reason in REASONS}
-    flagged_on_scores = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged_on_scores = sum(1 for s in observed.scores if s.anomaly is True)
     consumed = total("ecg_windows_consumed_total")
     scored = total("ecg_windows_scored_total")
     rejected = total("ecg_windows_rejected_total")
@@ -443,7 +454,7 @@ def test_lag_is_zero_per_partition_and_matches_the_broker(observed: Observed) ->
 
 def test_overview_panels_show_the_live_model_and_what_was_sent(observed: Observed) -> None:
     art = observed.artifact
-    flagged = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged = sum(1 for s in observed.scores if s.anomaly is True)
     (model,) = _panel(observed, "Live model")
 
     assert _single(_panel(observed, "Workers up")) == 1
@@ -463,7 +474,7 @@ def test_overview_panels_show_the_live_model_and_what_was_sent(observed: Observe
 
 
 def test_flow_panels_match_the_replay(observed: Observed) -> None:
-    flagged = sum(1 for s in observed.scores if s["anomaly"] is True)
+    flagged = sum(1 for s in observed.scores if s.anomaly is True)
 
     def throughput(metric: str) -> int:
         return _as_count(observed, _panel(observed, "Throughput", metric))
@@ -478,7 +489,7 @@ def test_flow_panels_match_the_replay(observed: Observed) -> None:
 
     assert throughput("ecg_windows_consumed_total") == observed.total
     assert throughput("ecg_windows_scored_total") == VALID
-    assert throughput("ecg_windows_anomalous_total") == flagged == observed.expected_anomalous
+    assert throughput("ecg_windows_anomalous_total") == flagged
     assert throughput("ecg_windows_rejected_total") == len(MALFORMED)
     assert _single(_panel(observed, "Anomaly rate")) == pytest.approx(flagged / VALID)
     assert {reason: n for reason, n in dead.items() if n} == observed.rejected_by_reason
@@ -489,8 +500,8 @@ def test_flow_panels_match_the_replay(observed: Observed) -> None:
 def test_latency_and_batching_panels_match_the_replay(observed: Observed) -> None:
     # Each window's true latency lies between its score's scored_at_ms and the moment the
     # test saw it counted, so each quantile lies between those bounds' buckets.
-    stamps = np.array([s["source"]["timestamp_ms"] for s in observed.scores], dtype=np.float64)
-    scored_at = np.array([s["scored_at_ms"] for s in observed.scores], dtype=np.float64)
+    stamps = np.array([s.source.timestamp_ms for s in observed.scores], dtype=np.float64)
+    scored_at = np.array([s.scored_at_ms for s in observed.scores], dtype=np.float64)
     low = np.sort((scored_at - stamps) / 1000.0)
     high = np.sort((observed.consumed_ms - stamps) / 1000.0)
     bounds = [*LATENCY_BUCKETS_S, math.inf]
@@ -509,7 +520,7 @@ def test_latency_and_batching_panels_match_the_replay(observed: Observed) -> Non
 
 def test_model_panels_match_the_scores_on_the_topic(observed: Observed) -> None:
     art = observed.artifact
-    errors = np.sort(np.array([s["error"] for s in observed.scores], dtype=np.float64))
+    errors = np.sort(np.array([s.error for s in observed.scores], dtype=np.float64))
     heatmap = {
         float(r["metric"]["le"]): round(float(r["value"][1]))
         for r in _panel(observed, "Reconstruction error")
@@ -520,7 +531,7 @@ def test_model_panels_match_the_scores_on_the_topic(observed: Observed) -> None:
     assert heatmap == expected  # every bucket of the heatmap, counted from ecg.scores
     assert math.isinf(bounds[-1]) and heatmap[math.inf] == VALID
     assert art.threshold in heatmap  # a bucket boundary sits exactly at the threshold
-    assert heatmap[art.threshold] == sum(1 for s in observed.scores if s["anomaly"] is False)
+    assert heatmap[art.threshold] == sum(1 for s in observed.scores if s.anomaly is False)
     panel = "Reconstruction error vs threshold"
     assert _single(_panel(observed, panel, "ecg_anomaly_threshold")) == art.threshold
     for q in (0.5, 0.9, 0.99):

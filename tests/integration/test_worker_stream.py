@@ -26,10 +26,12 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from tests.conftest import synthetic_windows, write_artifact_dir
+from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
 from tests.integration.worker_helpers import read_topic as read
+from worker.core.agreement import compare_scores
 from worker.core.artifact import load_ecg_artifact
+from worker.core.codec import Score, decode_score
 from worker.core.scorer import Scorer
 
 pytestmark = pytest.mark.integration
@@ -180,8 +182,8 @@ def env(kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path) -> I
         environment.close()
 
 
-def score_docs(records: list[Any]) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in records]
+def score_docs(records: list[Any]) -> list[Score]:
+    return [decode_score(r.value) for r in records]
 
 
 def committed_offset(bootstrap: str, group: str, topic: str, partition: int = 0) -> int | None:
@@ -205,22 +207,29 @@ def test_valid_windows_get_one_score_each_equal_to_offline_scoring(env: Env) -> 
 
     scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, n, exact_wait_s=1.0))
     offline = Scorer(load_ecg_artifact(env.artifact_dir)).score(windows)
-    by_id = {s["id"]: s for s in scores}
+    by_id = {s.id: s for s in scores}
     assert len(scores) == n and sorted(by_id) == ids  # exactly one score per id
-    for i, record_id in enumerate(ids):
+    agreement = compare_scores(
+        offline.errors,
+        offline.anomalies,
+        np.array([by_id[i].error for i in ids]),
+        np.array([by_id[i].anomaly for i in ids]),
+        threshold=env.artifact.threshold,
+        window_length=env.artifact.window_length,
+    )
+    assert agreement.ok, [d.describe(ids[d.index]) for d in agreement.disagreements]
+    for record_id in ids:
         s = by_id[record_id]
-        assert abs(s["error"] - float(offline.errors[i])) <= 1e-6
-        assert s["anomaly"] is bool(offline.anomalies[i])
-        assert s["model_version"] == env.artifact.model_version
-        assert s["fields"] == {"label": 1}
-        assert s["source"]["topic"] == env.topics.input
-    flagged = {ids[i] for i in range(n) if offline.anomalies[i]}
+        assert s.model_version == env.artifact.model_version
+        assert s.fields == {"label": 1}
+        assert s.source.topic == env.topics.input
+    flagged = {i for i in ids if by_id[i].anomaly}
     assert 0 < len(flagged) < n
     anomalies = score_docs(
         read(env.broker.bootstrap_servers, env.topics.anomalies, len(flagged), exact_wait_s=0.5)
     )
-    assert sorted(a["id"] for a in anomalies) == sorted(flagged)
-    assert all(a["segments"] and a["anomaly"] is True for a in anomalies)
+    assert sorted(a.id for a in anomalies) == sorted(flagged)
+    assert all(a.segments and a.anomaly is True for a in anomalies)
     # The operators' view agrees with the stream once the last commit is counted.
     deadline = time.monotonic() + 10
     while worker.metric("ecg_windows_scored_total") < n and time.monotonic() < deadline:
@@ -263,7 +272,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(en
         env.broker.bootstrap_servers, env.topics.dead_letter, len(malformed), exact_wait_s=0.5
     )
     scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, 12, exact_wait_s=0.5))
-    assert sorted(s["id"] for s in scores) == sorted(f"ok-{i}" for i in range(12))
+    assert sorted(s.id for s in scores) == sorted(f"ok-{i}" for i in range(12))
     assert len(dead) == len(malformed)
     sent_by_key = {f"bad-{i}".encode(): value for i, (value, _) in enumerate(malformed)}
     for record in dead:
@@ -281,7 +290,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(en
     assert worker.get("/healthz")[0] == 200
     env.send_windows(["after"], synthetic_windows(1, seed=9))
     later = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, 13))
-    assert "after" in {s["id"] for s in later}
+    assert "after" in {s.id for s in later}
     assert worker.terminate() == 0
 
 
@@ -302,7 +311,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(env: Env) -> None:
 
     second = env.worker(**config)
     scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, n, timeout_s=60))
-    seen = [s["id"] for s in scores]
+    seen = [s.id for s in scores]
     assert set(seen) == set(ids)  # nothing lost
     assert len(seen) == n  # and, after a clean stop, nothing scored twice
     assert second.terminate() == 0
@@ -329,8 +338,8 @@ def test_two_workers_in_one_group_share_a_two_partition_topic(
         ids = [f"p-{i:04d}" for i in range(n)]
         environment.send_windows(ids, synthetic_windows(n, seed=8), devices=16)
         scores = score_docs(read(kafka_broker.bootstrap_servers, topics.scores, n, exact_wait_s=1))
-        assert sorted(s["id"] for s in scores) == ids
-        assert {s["source"]["partition"] for s in scores} == {0, 1}
+        assert sorted(s.id for s in scores) == ids
+        assert {s.source.partition for s in scores} == {0, 1}
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             per_worker = [w.metric("ecg_windows_scored_total") for w in (a, b)]
@@ -368,10 +377,17 @@ def test_kcat_produces_a_window_and_reads_its_score(env: Env, kcat: str) -> None
             break
         time.sleep(0.2)
     key, _, value = result.stdout.strip().partition(" ")
-    doc = orjson.loads(value)
-    assert key == "device-7" and doc["id"] == "kcat-1"
+    doc = decode_score(value.encode())
+    assert key == "device-7" and doc.id == "kcat-1"
     offline = Scorer(env.artifact).score(np.array([window]))
-    assert abs(doc["error"] - float(offline.errors[0])) <= 1e-6
+    assert compare_scores(
+        offline.errors,
+        offline.anomalies,
+        np.array([doc.error]),
+        np.array([doc.anomaly]),
+        threshold=env.artifact.threshold,
+        window_length=env.artifact.window_length,
+    ).ok
     assert worker.terminate() == 0
 
 
@@ -406,7 +422,7 @@ def test_missing_topics_fail_at_startup_unless_created(env: Env) -> None:
     created.wait_ready()
     env.send_windows(["c-1"], synthetic_windows(1))
     scores = score_docs(read(env.broker.bootstrap_servers, missing["scores"], 1))
-    assert [s["id"] for s in scores] == ["c-1"]
+    assert [s.id for s in scores] == ["c-1"]
     assert created.terminate() == 0
 
 
@@ -452,5 +468,5 @@ def test_failed_publish_commits_nothing_exits_nonzero_and_restart_replays(env: E
             time.sleep(0.5)
     restarted = env.worker(**fast_fail)
     replayed = score_docs(read(bootstrap, env.topics.scores, 20, timeout_s=60))
-    assert sorted(s["id"] for s in replayed) == sorted(f"b-{i}" for i in range(20))
+    assert sorted(s.id for s in replayed) == sorted(f"b-{i}" for i in range(20))
     assert restarted.terminate() == 0

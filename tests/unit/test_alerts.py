@@ -37,7 +37,7 @@ def test_alert_line_has_time_device_id_error_threshold_ratio_and_segments():
 
 
 def test_alert_without_key_segments_or_time_still_prints():
-    record = {"id": 17, "error": 0.5, "threshold": 0.25}
+    record = {"id": 17, "error": 0.5, "anomaly": True, "threshold": 0.25}
     assert format_alert(record, None) == (
         "(no time)  (no device)  17  error 0.5000 >= threshold 0.2500 (2.00x)"
     )
@@ -82,7 +82,7 @@ def test_render_record_turns_every_bad_record_into_a_line():
     assert render_record(b"{not json", None, where).startswith("!! ecg.anomalies[0]@5: not JSON (")
     assert render_record(None, None, where) == "!! ecg.anomalies[0]@5: empty record, not an alert"
     assert render_record(b"[1, 2]", None, where) == (
-        "!! ecg.anomalies[0]@5: not a readable alert: expected a JSON object, got list"
+        "!! ecg.anomalies[0]@5: not a readable alert: expected a JSON object, got array"
     )
     assert render_record(b'{"id": "a"}', None, where) == (
         "!! ecg.anomalies[0]@5: not a readable alert: missing field 'error'"

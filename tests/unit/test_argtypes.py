@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from worker.cli.argtypes import non_negative_float, positive_float, positive_int
+from worker.cli_support.argtypes import non_negative_float, positive_float, positive_int
 
 
 def test_accepted_values() -> None:

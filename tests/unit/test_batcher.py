@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 from worker.service.batcher import Batcher
 
 

@@ -93,7 +93,8 @@ def test_malformed_record_is_rejected_with_its_reason_and_original_bytes(
 
 
 def test_every_reason_code_is_exercised() -> None:
-    assert {m[2] for m in MALFORMED} == set(codec.REASONS)
+    # "schema" comes from the optional input-schema check, not from decode.
+    assert {m[2] for m in MALFORMED} == set(codec.REASONS) - {codec.SCHEMA}
 
 
 def test_wrong_length_detail_names_both_lengths() -> None:
@@ -115,6 +116,7 @@ def test_encode_score_matches_the_documented_format() -> None:
         encode_score(w, 0.0213, False, 0.0321, "3f1c2a9b0d4e5f67", 1_700_000_000_051)
     )
     assert doc == {
+        "schema_version": 1,
         "id": "beat-17",
         "error": 0.0213,
         "anomaly": False,

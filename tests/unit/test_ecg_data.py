@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.ecg.data import WINDOW_LENGTH, load_ecg, tutorial_split
+from trainer.ecg.data import load_ecg, tutorial_split
 from worker.core.errors import DataError
+from worker.core.wire import WINDOW_LENGTH
 
 
 def _write_csv(path: Path, windows: np.ndarray, labels: np.ndarray) -> Path:
@@ -142,18 +143,18 @@ def _lines_with(tmp_path: Path, bad_line: str, at: int = 2) -> Path:
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
-        (",".join(["0.5"] * 139 + ["1"]), r"bad\.csv: line 3 has 140 columns, expected 141"),
-        (",".join(["0.5"] * 141 + ["1"]), r"bad\.csv: line 3 has 142 columns, expected 141"),
+        (",".join(["0.5"] * 139 + ["1"]), r"bad\.csv: line 3: 140 columns, expected 141"),
+        (",".join(["0.5"] * 141 + ["1"]), r"bad\.csv: line 3: 142 columns, expected 141"),
         (
             ",".join(["0.5"] * 50 + ["abc"] + ["0.5"] * 89 + ["1"]),
             r"line 3, column 51: 'abc' is not a number",
         ),
         (
             ",".join(["0.5"] * 10 + ["nan"] + ["0.5"] * 129 + ["1"]),
-            r"line 3, column 11: value nan is not finite",
+            r"line 3, column 11: nan is not finite",
         ),
-        (",".join(["inf"] + ["0.5"] * 139 + ["1"]), r"line 3, column 1: value inf is not finite"),
-        (",".join(["0.5"] * 140 + ["2"]), r"line 3: label '2' is not 0 or 1"),
+        (",".join(["inf"] + ["0.5"] * 139 + ["1"]), r"line 3, column 1: inf is not finite"),
+        (",".join(["0.5"] * 140 + ["2"]), r"line 3, column 141: label '2' is not 0 or 1"),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path: Path, bad_line: str, message: str) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.builders import encode_idx
 from trainer.images import fashion_data
 from trainer.images.fashion_data import FILES, http_download, keras_cache_dir, load_fashion_mnist
-from trainer.images.idx import encode_idx
 from worker.core.errors import DataError
 
 N_TRAIN, N_TEST = 6, 4

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 from worker.service.http_server import HealthState, MetricsServer
 
 

@@ -8,7 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from trainer.images.idx import encode_idx, parse_idx, read_idx
+from tests.builders import encode_idx
+from trainer.images.idx import parse_idx, read_idx
 from worker.core.errors import DataError
 
 # A 2 x 3 ubyte array, written out byte by byte as in the IDX spec.

@@ -16,14 +16,11 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import (
-    FakeClock,
-    FakeConsumer,
-    FakeProducer,
-    FakeRecord,
-    synthetic_windows,
-)
+from tests.builders import synthetic_windows
+from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
+from worker.core.agreement import compare_scores
 from worker.core.artifact import EcgArtifact
+from worker.core.codec import ScoreSource, decode_score
 from worker.core.scorer import Scorer
 from worker.service.config import BatchingConfig, WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
@@ -97,9 +94,9 @@ def test_every_record_ends_as_exactly_one_score_or_dead_letter(ecg_artifact: Ecg
     rig.loop.step()
     rig.clock.advance(0.05)
     rig.loop.step()
-    scores = [orjson.loads(s.value) for s in rig.producer.by_topic(SCORES)]
+    scores = [decode_score(s.value) for s in rig.producer.by_topic(SCORES)]
     dead = rig.producer.by_topic(DLQ)
-    assert sorted(s["id"] for s in scores) == sorted(f"w-{i}" for i in range(10))
+    assert sorted(s.id for s in scores) == sorted(f"w-{i}" for i in range(10))
     assert sorted(d.value for d in dead) == sorted(bad)
     assert {dict(d.headers)["dlq.reason"] for d in dead} == {
         b"not_json",
@@ -130,27 +127,30 @@ def test_scores_equal_the_offline_scorer_and_anomalies_carry_segments(
     rig.clock.advance(1)
     rig.loop.step()
     offline = Scorer(ecg_artifact).score(windows)
-    scores = {s["id"]: s for s in (orjson.loads(x.value) for x in rig.producer.by_topic(SCORES))}
-    anomalies = [orjson.loads(x.value) for x in rig.producer.by_topic(ANOM)]
+    scores = {s.id: s for s in (decode_score(x.value) for x in rig.producer.by_topic(SCORES))}
+    anomalies = [decode_score(x.value) for x in rig.producer.by_topic(ANOM)]
+    streamed = [scores[f"w-{i}"] for i in range(40)]
+    agreement = compare_scores(
+        offline.errors,
+        offline.anomalies,
+        np.array([s.error for s in streamed]),
+        np.array([s.anomaly for s in streamed]),
+        threshold=ecg_artifact.threshold,
+        window_length=ecg_artifact.window_length,
+    )
+    assert agreement.ok, [d.describe(f"w-{d.index}") for d in agreement.disagreements]
     for i in range(40):
         s = scores[f"w-{i}"]
-        assert s["error"] == pytest.approx(float(offline.errors[i]), abs=1e-6)
-        assert s["anomaly"] is bool(offline.anomalies[i])
-        assert s["threshold"] == ecg_artifact.threshold
-        assert s["fields"] == {"label": 1}
-        assert s["source"] == {
-            "topic": IN,
-            "partition": 0,
-            "offset": i,
-            "timestamp_ms": 1_699_999_999_900,
-        }
-    flagged = {f"w-{i}" for i in range(40) if offline.anomalies[i]}
+        assert s.threshold == ecg_artifact.threshold
+        assert s.fields == {"label": 1}
+        assert s.source == ScoreSource(IN, 0, i, 1_699_999_999_900)
+    flagged = {s.id for s in streamed if s.anomaly}
     assert 0 < len(flagged) < 40
-    assert {a["id"] for a in anomalies} == flagged
+    assert {a.id for a in anomalies} == flagged
     for a in anomalies:
-        assert a["anomaly"] is True and 1 <= len(a["segments"]) <= 3
-        for seg in a["segments"]:
-            assert 0 <= seg["start"] < seg["end"] <= 140
+        assert a.anomaly is True and a.segments is not None and 1 <= len(a.segments) <= 3
+        for seg in a.segments:
+            assert 0 <= seg.start < seg.end <= 140
     assert rig.metric("ecg_windows_anomalous_total") == len(flagged)
 
 
@@ -280,7 +280,7 @@ def test_lost_partition_records_in_hand_are_dropped_not_published(
     )
     rig.consumer.on_poll.append(lambda: rig.tracker.on_partitions_assigned({TopicPartition(IN, 0)}))
     rig.loop.step()
-    published = sorted(orjson.loads(s.value)["id"] for s in rig.producer.by_topic(SCORES))
+    published = sorted(decode_score(s.value).id for s in rig.producer.by_topic(SCORES))
     assert published == ["w-0", "w-2"]  # partition 1's records are left to its new owner
     assert rig.committed(0) == 2 and rig.committed(1) is None
 

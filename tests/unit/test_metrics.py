@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 from worker.core.artifact import EcgArtifact
 from worker.service.drift import DriftMonitor
 from worker.service.metrics import BatchReport, WorkerMetrics, error_buckets

@@ -11,32 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.cli.ecg_score import CsvRejected, CsvWindow, main, read_windows, score_file
-from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.cli.ecg_score import main
+from worker.core.artifact import (
+    DenseLayer,
+    EcgArtifact,
+    Normalisation,
+    error_quantiles,
+    load_ecg_artifact,
+    save_ecg_artifact,
+)
+from worker.core.csv_scoring import score_file
 from worker.core.scorer import Scorer
+from worker.core.windows_csv import CsvRejected, CsvWindow, read_windows
 
 N = 140
-
-
-class Dense:
-    """Quacks like keras.layers.Dense for worker.core.artifact.dense_stack."""
-
-    def __init__(self, name: str, kernel: np.ndarray, bias: np.ndarray, activation: str) -> None:
-        self.name, self._weights, self._activation = name, [kernel, bias], activation
-
-    def get_config(self) -> dict:
-        return {"activation": self._activation}
-
-    def get_weights(self) -> list[np.ndarray]:
-        return self._weights
-
-
-class FakeModel:
-    def __init__(self, layers: list[Dense]) -> None:
-        self.layers = layers
-
-    def save(self, path: Path) -> None:
-        Path(path).write_bytes(b"not a real keras file")
 
 
 @pytest.fixture
@@ -44,29 +32,25 @@ def artifact(tmp_path: Path) -> Path:
     # identity-ish autoencoder: sigmoid(4x - 2) reconstructs mid-range inputs poorly,
     # so windows far from 0.5 (normalised) get large errors
     rng = np.random.default_rng(0)
-    model = FakeModel(
-        [
-            Dense(
-                "enc",
-                (np.eye(N, 8) + rng.normal(0, 0.01, (N, 8))).astype(np.float32),
-                np.zeros(8, np.float32),
-                "relu",
-            ),
-            Dense("dec", np.zeros((8, N), np.float32), np.zeros(N, np.float32), "sigmoid"),
-        ]
+    layers = [
+        DenseLayer(
+            (np.eye(N, 8) + rng.normal(0, 0.01, (N, 8))).astype(np.float32),
+            np.zeros(8, np.float32),
+            "relu",
+        ),
+        DenseLayer(np.zeros((8, N), np.float32), np.zeros(N, np.float32), "sigmoid"),
+    ]
+    unsaved = EcgArtifact.unsaved(
+        layers,
+        Normalisation(0.0, 1.0),
+        0.25,  # reconstruction is 0.5 everywhere: error = mean |x - 0.5|
+        threshold_rule="mean_std",
+        profile="tutorial",
+        training_error_quantiles=error_quantiles([0.1, 0.2]),
+        metadata={"metrics": {"test": {"accuracy": 1.0}}},
     )
-    meta = {
-        "kind": ECG_KIND,
-        "window_length": N,
-        "normalisation": {"min": 0.0, "max": 1.0},
-        "threshold": 0.25,  # reconstruction is 0.5 everywhere: error = mean |x - 0.5|
-        "threshold_rule": "mean_std",
-        "profile": "tutorial",
-        "training_error_quantiles": error_quantiles([0.1, 0.2]),
-        "metrics": {"test": {"accuracy": 1.0}},
-    }
     out = tmp_path / "ecg"
-    write_artifact(out, model, meta, dense_weights=True)
+    save_ecg_artifact(unsaved, out)
     return out
 
 
@@ -129,6 +113,15 @@ def test_score_file_rows_stay_aligned(artifact: Path) -> None:
     assert run.metrics is None
 
 
+def test_a_row_beyond_float32_is_rejected_and_the_others_scored(artifact: Path) -> None:
+    scorer = Scorer(load_ecg_artifact(artifact))
+    text = "\n".join([_row(0.5), _row(1e300), _row(0.0)])
+    run = score_file(scorer, io.StringIO(text))
+    assert [r.get("rejected") for r in run.records] == [None, "non_finite", None]
+    assert run.records[2]["error"] == pytest.approx(0.5, abs=1e-6)
+    assert run.rejected == 1
+
+
 def test_cli_labelled_input_prints_and_writes_metrics(
     artifact: Path, tmp_path: Path, capsys
 ) -> None:
@@ -163,11 +156,11 @@ def test_cli_labelled_input_prints_and_writes_metrics(
     assert "artifact (test split)" in printed
 
 
-def test_cli_bad_row_exit_1_and_stdout_stays_json(artifact: Path, tmp_path: Path, capsys) -> None:
+def test_cli_bad_row_exit_3_and_stdout_stays_json(artifact: Path, tmp_path: Path, capsys) -> None:
     src = tmp_path / "in.csv"
     src.write_text("\n".join([_row(0.5), _row(0.5) + ",0.5,0.5", _row(0.1)]) + "\n")
     code = main(["--artifact", str(artifact), "--input", str(src)])
-    assert code == 1
+    assert code == 3  # ExitCode.INCOMPLETE
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["row"] for r in lines] == [1, 2, 3]
@@ -181,7 +174,7 @@ def test_cli_shows_the_first_rejections_and_counts_the_rest(
     src = tmp_path / "in.csv"
     src.write_text("\n".join(["1;2;3"] * 25 + [_row(0.5)]) + "\n")  # wrong delimiter
     out = tmp_path / "out.jsonl"
-    assert main(["--artifact", str(artifact), "--input", str(src), "--output", str(out)]) == 1
+    assert main(["--artifact", str(artifact), "--input", str(src), "--output", str(out)]) == 3
     err = capsys.readouterr().err
     assert err.count("rejected (wrong_length)") == 20
     assert "... and 5 more rejected rows" in err
@@ -191,7 +184,7 @@ def test_cli_shows_the_first_rejections_and_counts_the_rest(
 
 def test_cli_missing_input_is_exit_2(artifact: Path, tmp_path: Path, capsys) -> None:
     assert main(["--artifact", str(artifact), "--input", str(tmp_path / "none.csv")]) == 2
-    assert "none.csv: input file does not exist" in capsys.readouterr().err
+    assert "none.csv: file does not exist" in capsys.readouterr().err
 
 
 def test_cli_missing_artifact_is_exit_2(tmp_path: Path, capsys) -> None:

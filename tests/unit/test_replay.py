@@ -130,11 +130,11 @@ def test_read_csv_refuses_a_file_that_mixes_labelled_and_unlabelled_rows(tmp_pat
         (",".join(["1.0"] * 12), r"line 2: 12 columns, expected 141 \(140 values and a 0/1 label"),
         (
             ",".join(["1.0"] * 3 + ["abc"] + ["1.0"] * 136 + ["0"]),
-            r"line 2: column 4: 'abc' is not a number",
+            r"line 2, column 4: 'abc' is not a number",
         ),
-        (",".join(["1.0"] * 139 + ["nan", "0"]), r"line 2: column 140: nan is not finite"),
-        (",".join(["1.0"] * 140 + ["2"]), r"line 2: label '2' is not 0 or 1"),
-        (",".join(["1.0"] * 140 + ["normal"]), r"line 2: column 141: 'normal' is not a number"),
+        (",".join(["1.0"] * 139 + ["nan", "0"]), r"line 2, column 140: nan is not finite"),
+        (",".join(["1.0"] * 140 + ["2"]), r"line 2, column 141: label '2' is not 0 or 1"),
+        (",".join(["1.0"] * 140 + ["normal"]), r"line 2, column 141: 'normal' is not a number"),
     ],
 )
 def test_read_csv_names_file_line_and_problem(tmp_path, line, message):

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.oracles import abnormal_segments
+from worker.core.agreement import compare_scores
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
 from worker.core.errors import DataError
-from worker.core.scorer import Scorer, abnormal_segments
+from worker.core.scorer import Scorer
 
 LO, HI = -7.0, 5.0
 
@@ -71,9 +73,17 @@ def test_saved_keras_model_loads_and_agrees(trained) -> None:
 
 def test_one_row_scores_like_in_a_batch(trained) -> None:
     _, scorer, raw = trained
-    batch = scorer.score(raw).errors
-    single = np.array([scorer.score(raw[i : i + 1]).errors[0] for i in range(len(raw))])
-    np.testing.assert_allclose(single, batch, atol=1e-7)
+    batch = scorer.score(raw)
+    singles = [scorer.score(raw[i : i + 1]) for i in range(len(raw))]
+    agreement = compare_scores(
+        batch.errors,
+        batch.anomalies,
+        np.array([s.errors[0] for s in singles]),
+        np.array([s.anomalies[0] for s in singles]),
+        threshold=scorer.threshold,
+        window_length=scorer.window_length,
+    )
+    assert agreement.ok and agreement.compared == len(raw)
 
 
 @pytest.mark.parametrize("shape", [(3, 139), (140,), (2, 2, 140)])
@@ -83,12 +93,19 @@ def test_wrong_shape_is_a_data_error(trained, shape) -> None:
         scorer.score(np.zeros(shape))
 
 
-def test_non_finite_is_a_data_error(trained) -> None:
+def test_unscorable_rows_are_marked_and_the_others_scored_as_alone(trained) -> None:
     _, scorer, raw = trained
-    bad = raw[:2].copy()
+    bad = raw[:4].copy()
     bad[1, 5] = np.inf
-    with pytest.raises(DataError, match="non-finite"):
-        scorer.score(bad)
+    bad[2, 0] = 1e300  # finite, but beyond float32 once normalised
+    scores = scorer.score(bad)
+    assert scores.scorable.tolist() == [True, False, False, True]
+    assert not scores.all_scored
+    alone = scorer.score(raw[[0, 3]])
+    assert alone.all_scored
+    np.testing.assert_allclose(scores.errors, alone.errors, atol=1e-6)
+    np.testing.assert_array_equal(scores.anomalies, alone.anomalies)
+    assert scores.sample_errors.shape == (2, 140)
 
 
 def test_segments_find_the_bump() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.core.scorer import abnormal_segments
+from tests.oracles import abnormal_segments
 from worker.core.segments import batch_abnormal_segments
 
 

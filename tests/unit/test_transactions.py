@@ -21,7 +21,8 @@ from kafka.errors import (
 from kafka.structs import ConsumerGroupMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import FakeClock, FakeRecord, synthetic_windows
+from tests.builders import synthetic_windows
+from tests.fakes import FakeClock, FakeRecord
 from worker.core.artifact import EcgArtifact
 from worker.core.errors import BrokerError
 from worker.core.scorer import Scorer

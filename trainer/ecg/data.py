@@ -12,24 +12,32 @@ Public API (also used by ``clients/replay.py``)::
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.resources
-import math
 import os
 import urllib.error
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trainer.download import download_to
 from worker.core.errors import DataError
+from worker.core.windows_csv import (
+    BINARY_LABELS,
+    LABEL_FIRST,
+    LABEL_LAST,
+    CsvRejected,
+    CsvWindow,
+    read_windows_file,
+)
+from worker.core.wire import WINDOW_LENGTH
 
-WINDOW_LENGTH = 140
-TUTORIAL_URL = "http://storage.googleapis.com/download.tensorflow.org/data/ecg.csv"
 DEFAULT_SOURCE = "ucr:ECG5000"
+# The tutorial's train/test split (recorded in the artifact's data.split).
+TEST_SIZE = 0.2
+SPLIT_RANDOM_STATE = 21
 # The worker-only install (`pip install ecg-anomaly`) lacks what training and the default
 # data need; say how to get it rather than fail with an ImportError.
 TRAIN_EXTRA_HINT = "install the training extra: pip install 'ecg-anomaly[train]'"
@@ -96,7 +104,9 @@ def load_ecg(
     return _finish(text, (str(path),), *_read_tutorial_csv(path))
 
 
-def tutorial_split(data: EcgData, test_size: float = 0.2, random_state: int = 21) -> EcgSplit:
+def tutorial_split(
+    data: EcgData, test_size: float = TEST_SIZE, random_state: int = SPLIT_RANDOM_STATE
+) -> EcgSplit:
     """The tutorial's ``train_test_split(test_size=0.2, random_state=21)``, not stratified."""
     try:
         from sklearn.model_selection import train_test_split
@@ -162,68 +172,30 @@ def _load_ucr() -> EcgData:
 
 def _read_ucr_tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """UCR layout: class (1..5) then 140 values, tab-separated; class 1 is normal."""
-    windows, labels = [], []
-    for line, fields in _rows(path, delimiter="\t"):
-        if len(fields) != WINDOW_LENGTH + 1:
-            raise DataError(
-                f"{path}: line {line} has {len(fields)} columns, expected {WINDOW_LENGTH + 1} "
-                "(class, then the window)"
-            )
-        values = _numbers(path, line, fields)
-        cls = values[0]
-        if cls not in UCR_CLASSES:
-            raise DataError(f"{path}: line {line}: class {fields[0]!r} is not one of 1..5")
-        labels.append(1 if cls == UCR_NORMAL_CLASS else 0)
-        windows.append(values[1:])
-    return np.asarray(windows, np.float64).reshape(-1, WINDOW_LENGTH), np.asarray(labels, np.int64)
+    rows = _read(path, label=LABEL_FIRST, labels=UCR_CLASSES, delimiter="\t")
+    labels = [1 if row.label == UCR_NORMAL_CLASS else 0 for row in rows]
+    return _arrays(rows, labels)
 
 
 def _read_tutorial_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Tutorial layout: 140 values then the label (1 normal, 0 anomalous), no header."""
-    windows, labels = [], []
-    for line, fields in _rows(path, delimiter=","):
-        if len(fields) != WINDOW_LENGTH + 1:
-            raise DataError(
-                f"{path}: line {line} has {len(fields)} columns, expected {WINDOW_LENGTH + 1} "
-                f"({WINDOW_LENGTH} values, then the 0/1 label)"
-            )
-        values = _numbers(path, line, fields)
-        label = values[-1]
-        if label not in (0.0, 1.0):
-            raise DataError(f"{path}: line {line}: label {fields[-1]!r} is not 0 or 1")
-        labels.append(int(label))
-        windows.append(values[:-1])
-    return np.asarray(windows, np.float64).reshape(-1, WINDOW_LENGTH), np.asarray(labels, np.int64)
+    rows = _read(path, label=LABEL_LAST, labels=BINARY_LABELS, delimiter=",")
+    return _arrays(rows, [int(row.label or 0) for row in rows])
 
 
-def _rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank rows with their 1-based line numbers."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for line, fields in enumerate(csv.reader(f, delimiter=delimiter), start=1):
-                if fields and any(v.strip() for v in fields):
-                    yield line, fields
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+def _read(path: Path, **layout: Any) -> list[CsvWindow]:
+    """Every row of ``path`` (``worker.core.windows_csv``); the first bad one is an error."""
+    rows = []
+    for item in read_windows_file(path, WINDOW_LENGTH, **layout):
+        if isinstance(item, CsvRejected):
+            raise DataError(item.message(path))
+        rows.append(item)
+    return rows
 
 
-def _numbers(path: Path, line: int, fields: list[str]) -> list[float]:
-    out = []
-    for column, text in enumerate(fields, start=1):
-        try:
-            value = float(text)
-        except ValueError:
-            raise DataError(
-                f"{path}: line {line}, column {column}: {text.strip()!r} is not a number"
-            ) from None
-        if not math.isfinite(value):
-            raise DataError(
-                f"{path}: line {line}, column {column}: value {text.strip()} is not finite"
-            )
-        out.append(value)
-    return out
+def _arrays(rows: list[CsvWindow], labels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    windows = np.asarray([row.values for row in rows], np.float64).reshape(-1, WINDOW_LENGTH)
+    return windows, np.asarray(labels, np.int64)
 
 
 def _finish(

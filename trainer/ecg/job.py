@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from trainer.ecg import threshold as thresholds
-from trainer.ecg.data import WINDOW_LENGTH, EcgData, load_ecg
+from trainer.ecg.data import SPLIT_RANDOM_STATE, TEST_SIZE, EcgData, load_ecg
 from trainer.ecg.training import PROFILES, Profile, TrainResult, train
-from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
+from worker.core.artifact import EcgArtifact, error_quantiles, save_ecg_artifact
 from worker.core.errors import ArtifactError, ConfigError
 from worker.core.evaluation import TUTORIAL_METRICS, metrics_table
 from worker.core.scorer import Scorer
@@ -97,11 +97,17 @@ def run(args: argparse.Namespace) -> int:
     log.info("data: %s, %d rows (%d normal)", data.source, data.rows, int(data.labels.sum()))
     result = train(data, profile, rule, args.seed)
     out = Path(args.out)
-    meta = write_artifact(
-        out, result.model, _metadata(data, profile, args.seed, result), dense_weights=True
+    unsaved = replace(
+        result.scorer.artifact,
+        threshold_rule=profile.threshold_rule,
+        profile=profile.name,
+        training_error_quantiles=tuple(error_quantiles(result.normal_fit_errors)),
+        metadata=_metadata(data, profile, args.seed, result),
     )
-    _verify(out, result)
-    log.info("artifact %s written to %s", meta["model_version"], out)
+    saved = save_ecg_artifact(unsaved, out, keras_model=result.model)
+    _verify(saved, result)
+    meta = saved.metadata
+    log.info("artifact %s written to %s", saved.model_version, out)
     if not args.no_report:
         from trainer.ecg.report import write_report
 
@@ -122,14 +128,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(out: Path, result: TrainResult) -> None:
-    """Load the written artifact as the worker does and check it scores identically."""
-    scores = Scorer(load_ecg_artifact(out, WINDOW_LENGTH)).score(result.test_windows)
+def _verify(saved: EcgArtifact, result: TrainResult) -> None:
+    """Score with the artifact as loaded back from disk and check it scores identically."""
+    scores = Scorer(saved).score(result.test_windows)
     if not (
         np.array_equal(scores.errors, result.test_scores.errors)
         and np.array_equal(scores.anomalies, result.test_scores.anomalies)
     ):
-        raise ArtifactError(f"{out}: the saved artifact does not reproduce the training scores")
+        raise ArtifactError(
+            f"{saved.path}: the saved artifact does not reproduce the training scores"
+        )
 
 
 def _metadata(data: EcgData, profile: Profile, seed: int, result: TrainResult) -> dict[str, Any]:
@@ -137,21 +145,20 @@ def _metadata(data: EcgData, profile: Profile, seed: int, result: TrainResult) -
     import sklearn
     import tensorflow as tf
 
+    # The model's own fields (window length, normalisation, threshold, ...) come from the
+    # EcgArtifact; these are the provenance sections save_ecg_artifact adds.
     return {
-        "kind": ECG_KIND,
-        "window_length": WINDOW_LENGTH,
-        "normalisation": {"min": result.normalisation.min, "max": result.normalisation.max},
-        "threshold": result.threshold,
-        "threshold_rule": profile.threshold_rule,
-        "profile": profile.name,
-        "training_error_quantiles": error_quantiles(result.normal_fit_errors),
         "data": {
             "source": data.source,
             "files": list(data.files),
             "sha256": data.sha256,
             "rows": data.rows,
             "normal_rows": int(data.labels.sum()),
-            "split": {"test_size": 0.2, "random_state": 21, **result.split_sizes},
+            "split": {
+                "test_size": TEST_SIZE,
+                "random_state": SPLIT_RANDOM_STATE,
+                **result.split_sizes,
+            },
         },
         "metrics": {"test": result.test_metrics, "validation": result.validation_metrics},
         "training": {

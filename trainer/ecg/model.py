@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from worker.core.wire import WINDOW_LENGTH
+
 ENCODER_UNITS = (32, 16, 8)
 DECODER_UNITS = (16, 32)
 
@@ -21,7 +23,9 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_autoencoder(window_length: int = 140, learning_rate: float = 1e-3) -> keras.Model:
+def build_autoencoder(
+    window_length: int = WINDOW_LENGTH, learning_rate: float = 1e-3
+) -> keras.Model:
     """Dense 32-16-8 (relu) encoder, Dense 16-32 (relu) + ``window_length`` (sigmoid)
     decoder; Adam, mean absolute error loss (the tutorial's ``AnomalyDetector``)."""
     encoder = keras.Sequential(

@@ -105,7 +105,7 @@ def _error_histogram(inputs: ReportInputs, path: Path) -> Path:
     anomalous = errors[inputs.test_labels == 0]
     # A few extreme errors would squash the interesting part; they go into the last bin.
     upper = max(float(np.percentile(errors, 99.5)), inputs.threshold * 1.1)
-    bins = np.linspace(errors.min(), upper, 60)
+    bins = np.linspace(errors.min(), upper, 60).tolist()
     normal, anomalous = np.minimum(normal, upper), np.minimum(anomalous, upper)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(normal, bins=bins, alpha=0.6, color=NORMAL_COLOUR, label=f"normal ({normal.size})")

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trainer.ecg import threshold as thresholds
-from trainer.ecg.data import WINDOW_LENGTH, EcgData, tutorial_split
-from worker.core.artifact import QUANTILE_LEVELS, DenseLayer, EcgArtifact, Normalisation
+from trainer.ecg.data import EcgData, tutorial_split
+from worker.core.artifact import DenseLayer, EcgArtifact, Normalisation
 from worker.core.errors import DataError
 from worker.core.evaluation import detection_metrics
 from worker.core.scorer import Scorer, Scores
+from worker.core.wire import WINDOW_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def train(
     test_scores = scorer.score(split.test_windows)
     test_metrics = detection_metrics(split.test_labels, test_scores.errors, test_scores.anomalies)
     val_scores = val_metrics = None
-    if val_windows is not None:
+    if val_windows is not None and val_labels is not None:
         val_scores = scorer.score(val_windows)
         val_metrics = detection_metrics(val_labels, val_scores.errors, val_scores.anomalies)
     return TrainResult(
@@ -272,16 +272,6 @@ def _in_memory_artifact(model: Any, norm: Normalisation, threshold: float) -> Ec
     """The artifact the worker would load, without the disk round trip."""
     from worker.core.artifact import dense_stack
 
-    layers = tuple(DenseLayer(k, b, a) for k, b, a in dense_stack(model))
-    return EcgArtifact(
-        path=Path("<memory>"),
-        model_version="unsaved",
-        window_length=WINDOW_LENGTH,
-        normalisation=norm,
-        threshold=threshold,
-        threshold_rule="",
-        profile="",
-        training_error_quantiles=tuple(0.0 for _ in QUANTILE_LEVELS),
-        layers=layers,
-        metadata={},
+    return EcgArtifact.unsaved(
+        [DenseLayer(k, b, a) for k, b, a in dense_stack(model)], norm, threshold
     )

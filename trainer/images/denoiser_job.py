@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 from trainer.images import training as image_training
-from worker.cli.argtypes import non_negative_float
+from worker.cli_support.argtypes import non_negative_float
 
 KIND = "fashion-denoiser"
 DEFAULT_OUT = "artifacts/denoiser"

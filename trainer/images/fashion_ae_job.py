@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.images import training as image_training
-from worker.cli.argtypes import positive_int
+from worker.cli_support.argtypes import positive_int
 
 KIND = "fashion-dense-ae"
 DEFAULT_OUT = "artifacts/fashion-ae"

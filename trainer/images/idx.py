@@ -99,19 +99,6 @@ def read_idx(
     return parse_idx(raw, str(file), dtype=dtype, shape=shape)
 
 
-def encode_idx(array: np.ndarray) -> bytes:
-    """The IDX bytes of ``array`` (uncompressed): for writing small data sets and fixtures."""
-    native = np.asarray(array)
-    codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
-    if native.dtype not in codes:
-        raise ValueError(f"IDX cannot store dtype {native.dtype}")
-    code, file_dtype = codes[native.dtype], IDX_DTYPES[codes[native.dtype]]
-    if not 1 <= native.ndim <= 255:
-        raise ValueError(f"IDX stores 1 to 255 dimensions, got {native.ndim}")
-    header = bytes([0, 0, code, native.ndim]) + struct.pack(f">{native.ndim}I", *native.shape)
-    return header + np.ascontiguousarray(native, dtype=file_dtype).tobytes()
-
-
 def _check_shape(name: str, dims: tuple[int, ...], shape: Sequence[int | None]) -> None:
     if len(dims) != len(shape) or any(
         s is not None and d != s for d, s in zip(dims, shape, strict=False)

@@ -20,7 +20,7 @@ import numpy as np
 from trainer.images import report as images_report
 from trainer.images.fashion_data import FashionMnist, load_fashion_mnist
 from trainer.images.models import LEARNING_SETTINGS, layer_summary
-from worker.cli.argtypes import positive_int
+from worker.cli_support.argtypes import positive_int
 from worker.core.artifact import write_artifact
 
 log = logging.getLogger(__name__)

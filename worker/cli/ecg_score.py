@@ -12,131 +12,28 @@ non-blank line decides whether the file is labelled. Output: one JSON line per i
 A bad row is reported (stderr and its JSON line) and the other rows are still scored. With
 labels, the metrics are printed next to the artifact's recorded test metrics.
 
-Exit codes: 0 every row scored; 1 some rows rejected (the rest are in the output);
-2 a known error (missing artifact or input file, ...).
+Exit codes (``worker.cli_support.runner``): 0 every row scored; 3 some rows rejected (the
+rest are in the output); 2 a known error (missing artifact or input file, ...); 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
-
+from worker.cli_support.runner import ExitCode, run_cli
 from worker.core.artifact import load_ecg_artifact
-from worker.core.errors import DataError, EcgError
+from worker.core.csv_scoring import ScoreRun, score_file, score_rows
+from worker.core.errors import DataError
 from worker.core.scorer import Scorer
+from worker.core.windows_csv import read_windows_file
 
 # A systematically broken file (say, the wrong delimiter) must not bury the terminal: the
 # first rejections are shown, the rest are counted; the output has every one.
 MAX_REJECTIONS_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class CsvWindow:
-    """A parsed row: ``row`` is its 1-based line number in the file."""
-
-    row: int
-    values: list[float]
-    label: int | None
-
-
-@dataclass(frozen=True)
-class CsvRejected:
-    """A row that cannot be scored, with a reason code (as in the worker's dead letters)."""
-
-    row: int
-    reason: str  # wrong_length | non_numeric | non_finite | bad_label
-    detail: str
-
-
-def read_windows(lines: IO[str], window_length: int) -> Iterator[CsvWindow | CsvRejected]:
-    """Parse a CSV of windows; every non-blank line yields a window or a rejection."""
-    labelled: bool | None = None
-    for row, fields in enumerate(csv.reader(lines), start=1):
-        if not fields or not any(f.strip() for f in fields):
-            continue
-        if labelled is None and len(fields) in (window_length, window_length + 1):
-            labelled = len(fields) == window_length + 1
-        expected = window_length + 1 if labelled else window_length
-        if len(fields) != expected:
-            if labelled is None:
-                layout = f"{window_length} values, optionally followed by a 0/1 label"
-            elif labelled:
-                layout = f"{window_length} values and a 0/1 label, like the first row"
-            else:
-                layout = f"{window_length} values and no label, like the first row"
-            yield CsvRejected(
-                row, "wrong_length", f"{len(fields)} columns, expected {expected} ({layout})"
-            )
-            continue
-        yield _parse_row(row, fields, window_length, bool(labelled))
-
-
-def _parse_row(
-    row: int, fields: list[str], window_length: int, labelled: bool
-) -> CsvWindow | CsvRejected:
-    values = []
-    for column, text in enumerate(fields, start=1):
-        try:
-            value = float(text)
-        except ValueError:
-            return CsvRejected(
-                row, "non_numeric", f"column {column}: {text.strip()!r} is not a number"
-            )
-        if not math.isfinite(value):
-            return CsvRejected(row, "non_finite", f"column {column}: {text.strip()} is not finite")
-        values.append(value)
-    label = None
-    if labelled:
-        raw = values.pop()
-        if raw not in (0.0, 1.0):
-            return CsvRejected(row, "bad_label", f"label {fields[-1].strip()!r} is not 0 or 1")
-        label = int(raw)
-    return CsvWindow(row, values, label)
-
-
-@dataclass(frozen=True)
-class ScoreRun:
-    """The outcome of scoring one file: output records in input order, plus metrics."""
-
-    records: list[dict[str, Any]]
-    rejected: int
-    metrics: dict[str, Any] | None
-
-
-def score_file(scorer: Scorer, lines: IO[str]) -> ScoreRun:
-    """Score every valid window of ``lines`` in one batch; rejected rows keep their place."""
-    parsed = list(read_windows(lines, scorer.window_length))
-    windows = [p for p in parsed if isinstance(p, CsvWindow)]
-    records: dict[int, dict[str, Any]] = {}
-    metrics = None
-    if windows:
-        batch = np.asarray([w.values for w in windows], dtype=np.float64)
-        scores = scorer.score(batch)
-        for w, error, anomaly in zip(windows, scores.errors, scores.anomalies, strict=True):
-            record: dict[str, Any] = {"row": w.row, "error": float(error), "anomaly": bool(anomaly)}
-            if w.label is not None:
-                record["label"] = w.label
-            records[w.row] = record
-        if windows[0].label is not None:
-            from worker.core.evaluation import detection_metrics
-
-            labels = np.asarray([w.label for w in windows])
-            metrics = detection_metrics(labels, scores.errors, scores.anomalies)
-    rejected = 0
-    for p in parsed:
-        if isinstance(p, CsvRejected):
-            records[p.row] = {"row": p.row, "rejected": p.reason, "detail": p.detail}
-            rejected += 1
-    return ScoreRun([records[p.row] for p in parsed], rejected, metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-score",
         description="Score a CSV of ECG windows with a model artifact (one JSON line per row). "
-        "Exit 0: all rows scored; 1: some rows rejected; 2: error.",
+        "Exit 0: all rows scored; 3: some rows rejected; 2: error; 130: interrupted.",
     )
     parser.add_argument(
         "--artifact",
@@ -173,17 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (0 all scored, 3 rows rejected, 2 error)."""
     args = build_parser().parse_args(argv)
-    try:
-        scorer = Scorer(load_ecg_artifact(args.artifact))
-        run = _score_input(scorer, args.input)
-        if not run.records:
-            raise DataError(f"{args.input}: no rows to score")
-        _write_records(run.records, args.output)
-    except EcgError as exc:
-        print(f"ecg-score: error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli("ecg-score", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    scorer = Scorer(load_ecg_artifact(args.artifact))
+    run = _score_input(scorer, args.input)
+    if not run.records:
+        raise DataError(f"{args.input}: no rows to score")
+    _write_records(run.records, args.output)
     # Keep stdout pure JSON lines when the records go there.
     report = sys.stderr if args.output is None else sys.stdout
     rejected = [record for record in run.records if "rejected" in record]
@@ -213,26 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 args.metrics.write_text(json.dumps(run.metrics, indent=2) + "\n", encoding="utf-8")
             except OSError as exc:
-                print(f"ecg-score: error: {args.metrics}: cannot write ({exc})", file=sys.stderr)
-                return 2
+                raise DataError(f"{args.metrics}: cannot write ({exc})") from exc
     elif args.metrics is not None:
         print("ecg-score: no labels in the input, so no metrics written", file=sys.stderr)
-    return 1 if run.rejected else 0
+    return ExitCode.INCOMPLETE if run.rejected else ExitCode.OK
 
 
 def _score_input(scorer: Scorer, source: str) -> ScoreRun:
     if source == "-":
         return score_file(scorer, sys.stdin)
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"{path}: input file does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return score_file(scorer, f)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return score_rows(scorer, read_windows_file(source, scorer.window_length))
 
 
 def _write_records(records: list[dict[str, Any]], output: Path | None) -> None:

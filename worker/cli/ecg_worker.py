@@ -1,8 +1,8 @@
 """``ecg-worker``: score ECG windows from Kafka (see docs/worker.md).
 
-Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT); 1 when Kafka fails (unreachable,
-missing topics, a publish not acknowledged): a restart resumes from the last commit;
-2 for a bad config or artifact.
+Exit codes (``worker.cli_support.runner``): 0 after a clean shutdown (SIGTERM/SIGINT);
+1 when Kafka fails (unreachable, missing topics, a publish not acknowledged): a restart
+resumes from the last commit; 2 for a bad config or artifact; 130 after a second signal.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import logging
 import os
 import sys
 
-from worker.core.errors import BrokerError, EcgError
+from worker.cli_support.runner import run_cli
+from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig, env_help
+from worker.service.secrets import install_log_redaction, secret_values
 
 log = logging.getLogger("ecg-worker")
 DEFAULT_CONFIG = "deploy/worker.yaml"
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=env_help()
         + "\n\nexit codes: 0 clean shutdown, 1 Kafka failure (restart resumes from the last "
-        "commit), 2 bad config or artifact",
+        "commit), 2 bad config or artifact, 130 stopped by a second signal",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -52,29 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 clean, 1 Kafka failure, 2 bad config/artifact)."""
+    """Entry point; returns the exit code (0 clean, 1 Kafka failure, 2 bad config/artifact,
+    130 a second signal)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     from worker.service.app import run  # imports numpy: after the BLAS settings
 
-    try:
-        config = WorkerConfig.from_yaml(args.config)
-        return run(config)
-    except BrokerError as exc:
-        log.error("Kafka failure: %s", exc)
-        print(f"ecg-worker: error: {exc}", file=sys.stderr)
-        return 1
-    except EcgError as exc:
-        print(f"ecg-worker: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ecg-worker: interrupted; uncommitted records will be replayed", file=sys.stderr)
-        return 130
+    def body() -> int:
+        try:
+            config = WorkerConfig.from_yaml(args.config)
+            # From here on no log line, at any level, shows the SASL or key password.
+            install_log_redaction(secret_values(config.kafka.client))
+            return run(config)
+        except BrokerError as exc:
+            log.error("Kafka failure: %s", exc)
+            raise
+        except KeyboardInterrupt:
+            log.warning("stopped by a second signal; uncommitted records will be replayed")
+            raise
+
+    return run_cli("ecg-worker", body)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,23 @@ QUANTILE_LEVELS = tuple(float(q) for q in range(101))
 # Top-level metadata that records how a run went, not what the model is: left out of the
 # content hash so the same data, settings and seed give the same model_version.
 UNHASHED_KEYS = frozenset({"created_at", "run"})
+# path and model_version of an artifact not yet written.
+UNSAVED = "<unsaved>"
+# artifact.json fields save_ecg_artifact derives from the EcgArtifact's own fields.
+ECG_FIELDS = frozenset(
+    {
+        "schema_version",
+        "kind",
+        "model_version",
+        "created_at",
+        "window_length",
+        "normalisation",
+        "threshold",
+        "threshold_rule",
+        "profile",
+        "training_error_quantiles",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,20 @@ class DenseLayer:
     kernel: np.ndarray
     bias: np.ndarray
     activation: str
+
+    def __eq__(self, other: object) -> bool:
+        """Same activation and bit-identical float32 weights (arrays need ``array_equal``)."""
+        if not isinstance(other, DenseLayer):
+            return NotImplemented
+        return (
+            self.activation == other.activation
+            and self.kernel.dtype == other.kernel.dtype
+            and self.bias.dtype == other.bias.dtype
+            and np.array_equal(self.kernel, other.kernel)
+            and np.array_equal(self.bias, other.bias)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays: not hashable
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,38 @@ class EcgArtifact:
     training_error_quantiles: tuple[float, ...]
     layers: tuple[DenseLayer, ...]
     metadata: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def unsaved(
+        cls,
+        layers: Sequence[DenseLayer],
+        normalisation: Normalisation,
+        threshold: float,
+        *,
+        threshold_rule: str = "",
+        profile: str = "",
+        training_error_quantiles: Sequence[float] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> EcgArtifact:
+        """An artifact in memory, before ``save_ecg_artifact`` gives it a path and version.
+
+        The window length is the model's input width; missing quantiles are zeros.
+        """
+        quantiles = training_error_quantiles
+        return cls(
+            path=Path(UNSAVED),
+            model_version=UNSAVED,
+            window_length=int(layers[0].kernel.shape[0]),
+            normalisation=normalisation,
+            threshold=threshold,
+            threshold_rule=threshold_rule,
+            profile=profile,
+            training_error_quantiles=tuple(
+                float(q) for q in (quantiles if quantiles is not None else [0.0] * 101)
+            ),
+            layers=tuple(layers),
+            metadata=dict(metadata or {}),
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -252,6 +315,7 @@ def write_artifact(
     metadata: Mapping[str, Any],
     *,
     dense_weights: bool = False,
+    layers: Sequence[DenseLayer] | None = None,
 ) -> dict[str, Any]:
     """Write ``model`` and ``metadata`` as an artifact directory, atomically.
 
@@ -259,7 +323,9 @@ def write_artifact(
     provenance) is stored but not hashed. ``schema_version``, ``model_version`` (a content
     hash of the weights and metadata), ``created_at`` and, with ``dense_weights``, the
     ``model.activations`` list are filled in here. Returns the metadata as written.
-    An existing artifact at ``out_dir`` is replaced.
+    An existing artifact at ``out_dir`` is replaced. ``layers`` (with ``dense_weights``)
+    gives the dense stack directly; ``model`` may then be ``None`` (no ``model.keras``).
+    ECG artifacts are written through ``save_ecg_artifact``.
     """
     if "kind" not in metadata:
         raise ArtifactError("artifact metadata needs a 'kind'")
@@ -269,7 +335,11 @@ def write_artifact(
     digest = hashlib.sha256()
     arrays: dict[str, np.ndarray] = {}
     if dense_weights:
-        stack = dense_stack(model)
+        stack = (
+            dense_stack(model)
+            if layers is None
+            else [(lay.kernel, lay.bias, lay.activation) for lay in layers]
+        )
         meta["model"] = {**meta.get("model", {}), "activations": [a for _, _, a in stack]}
         for i, (kernel, bias, _) in enumerate(stack):
             arrays[f"kernel_{i}"], arrays[f"bias_{i}"] = kernel, bias
@@ -291,7 +361,8 @@ def write_artifact(
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)
-        model.save(staging / MODEL_FILE)
+        if model is not None:
+            model.save(staging / MODEL_FILE)
         if dense_weights:
             np.savez(staging / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         (staging / ARTIFACT_FILE).write_text(
@@ -310,6 +381,35 @@ def write_artifact(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
+
+
+def save_ecg_artifact(
+    artifact: EcgArtifact, out_dir: str | os.PathLike[str], *, keras_model: Any = None
+) -> EcgArtifact:
+    """Write an ECG artifact (``weights.npz`` + ``artifact.json``, and ``model.keras`` when
+    ``keras_model`` is given) atomically, and return it loaded back from ``out_dir``.
+
+    ``artifact.metadata`` adds the provenance sections (data, metrics, training, library
+    versions, ``run``); the fields ``EcgArtifact`` defines are written from the artifact.
+    ``model_version`` is the content hash of weights and metadata, as in ``write_artifact``.
+    """
+    extra = {k: v for k, v in artifact.metadata.items() if k not in ECG_FIELDS}
+    meta: dict[str, Any] = {
+        **extra,
+        "kind": ECG_KIND,
+        "window_length": artifact.window_length,
+        "normalisation": {"min": artifact.normalisation.min, "max": artifact.normalisation.max},
+        "threshold": artifact.threshold,
+        "threshold_rule": artifact.threshold_rule,
+        "profile": artifact.profile,
+        "training_error_quantiles": list(artifact.training_error_quantiles),
+        "model": {
+            **extra.get("model", {}),
+            "activations": [layer.activation for layer in artifact.layers],
+        },
+    }
+    write_artifact(out_dir, keras_model, meta, dense_weights=True, layers=artifact.layers)
+    return load_ecg_artifact(out_dir, artifact.window_length)
 
 
 def error_quantiles(errors: Sequence[float] | np.ndarray) -> list[float]:

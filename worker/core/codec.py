@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ BAD_ID = "bad_id"
 WRONG_LENGTH = "wrong_length"
 NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
+# Only when the optional input-schema check is on (worker.service.input_schema).
+SCHEMA = "schema"
 REASONS = (
     EMPTY,
     OVERSIZED,
@@ -41,7 +43,12 @@ REASONS = (
     WRONG_LENGTH,
     NON_NUMERIC,
     NON_FINITE,
+    SCHEMA,
 )
+# Version of the output contract (worker/core/schemas/): the score's "schema_version" field
+# and the dead letter's "dlq.schema_version" header. Raise it on any change a reader could
+# trip over.
+SCHEMA_VERSION = 1
 _NUMBER_TYPES = frozenset({int, float})
 
 
@@ -198,6 +205,7 @@ def encode_score(
 ) -> bytes:
     """The JSON value of a score record (docs/design.md, "Score value")."""
     doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "id": window.id,
         "error": error,
         "anomaly": anomaly,
@@ -222,6 +230,7 @@ def encode_score(
 def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
     """Kafka headers naming why and where a dead letter came from (UTF-8 strings)."""
     return [
+        ("dlq.schema_version", str(SCHEMA_VERSION).encode()),
         ("dlq.reason", rejected.reason.encode()),
         ("dlq.detail", rejected.detail.encode("utf-8", "replace")),
         ("dlq.source.topic", rejected.topic.encode()),
@@ -229,3 +238,130 @@ def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
         ("dlq.source.offset", str(rejected.offset).encode()),
         ("dlq.source.timestamp_ms", str(rejected.timestamp_ms).encode()),
     ]
+
+
+# --------------------------------------------------------------------------- reading outputs
+
+
+class ScoreFormatError(ValueError):
+    """A value on the scores or anomalies topic is not a score record (names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSource:
+    """Where the scored window came from (``source`` of a score record)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A score record as ``encode_score`` writes it (docs/design.md, "Score value").
+
+    ``id``, ``error``, ``anomaly`` and ``threshold`` are required; the other fields are
+    ``None`` when absent (readers tolerate older or partial producers) and checked when
+    present. ``segments`` is set only on records from the anomalies topic.
+    """
+
+    id: str | int
+    error: float
+    anomaly: bool
+    threshold: float
+    model_version: str | None = None
+    source: ScoreSource | None = None
+    scored_at_ms: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    segments: list[Segment] | None = None
+
+
+def decode_score(value: bytes | None) -> Score:
+    """Read one score (or anomaly) record written by ``encode_score``.
+
+    Raises ``ScoreFormatError`` saying what is wrong: empty, not JSON, or which field is
+    missing or of the wrong type.
+    """
+    if not value:
+        raise ScoreFormatError("empty record")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ScoreFormatError(f"not JSON ({exc})") from exc
+    return score_from_doc(doc)
+
+
+def score_from_doc(doc: Any) -> Score:
+    """``decode_score`` for an already-parsed JSON document."""
+    if not isinstance(doc, dict):
+        raise ScoreFormatError(f"expected a JSON object, got {_json_type(doc)}")
+    record_id = doc.get("id")
+    if isinstance(record_id, bool) or not isinstance(record_id, str | int):
+        raise ScoreFormatError(f"field 'id' must be a string or integer, got {record_id!r:.60}")
+    error = _finite(doc, "error", "error")
+    anomaly = doc.get("anomaly")
+    if not isinstance(anomaly, bool):
+        raise ScoreFormatError(f"field 'anomaly' must be true or false, got {anomaly!r:.60}")
+    source = doc.get("source")
+    if source is not None:
+        if not isinstance(source, dict):
+            raise ScoreFormatError(f"field 'source' must be an object, got {_json_type(source)}")
+        source = ScoreSource(
+            topic=_typed(source, "topic", str, "source.topic"),
+            partition=_typed(source, "partition", int, "source.partition"),
+            offset=_typed(source, "offset", int, "source.offset"),
+            timestamp_ms=_typed(source, "timestamp_ms", int, "source.timestamp_ms"),
+        )
+    fields = doc.get("fields")
+    if fields is not None and not isinstance(fields, dict):
+        raise ScoreFormatError(f"field 'fields' must be an object, got {_json_type(fields)}")
+    segments = doc.get("segments")
+    if segments is not None:
+        if not isinstance(segments, list):
+            raise ScoreFormatError(f"field 'segments' must be a list, got {_json_type(segments)}")
+        segments = [_segment(s, i) for i, s in enumerate(segments)]
+    return Score(
+        id=record_id,
+        error=error,
+        anomaly=anomaly,
+        threshold=_finite(doc, "threshold", "threshold"),
+        model_version=_optional(doc, "model_version", str),
+        source=source,
+        scored_at_ms=_optional(doc, "scored_at_ms", int),
+        fields=fields or {},
+        segments=segments,
+    )
+
+
+def _segment(doc: Any, index: int) -> Segment:
+    if not isinstance(doc, dict):
+        raise ScoreFormatError(f"segments[{index}] must be an object")
+    start, end = doc.get("start"), doc.get("end")
+    if type(start) is not int or type(end) is not int:
+        raise ScoreFormatError(f"segments[{index}] needs integer 'start' and 'end'")
+    return Segment(start, end, _finite(doc, "mean_error", f"segments[{index}].mean_error"))
+
+
+def _finite(doc: dict[str, Any], name: str, dotted: str) -> float:
+    if name not in doc:
+        raise ScoreFormatError(f"missing field {dotted!r}")
+    value = doc[name]
+    if type(value) not in _NUMBER_TYPES or not _all_finite([value]):
+        raise ScoreFormatError(f"field {dotted!r} must be a finite number, got {value!r:.60}")
+    return float(value)
+
+
+def _typed(doc: dict[str, Any], name: str, kind: type, dotted: str) -> Any:
+    value = doc.get(name)
+    if type(value) is not kind:
+        noun = "an integer" if kind is int else "a string"
+        raise ScoreFormatError(f"field {dotted!r} must be {noun}, got {value!r:.60}")
+    return value
+
+
+def _optional(doc: dict[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    if value is None:
+        return None
+    return _typed(doc, name, kind, name)

@@ -17,11 +17,23 @@ from worker.core.errors import DataError
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of a batch of windows, row-aligned with the input."""
+    """Scores of a batch of windows.
 
-    errors: np.ndarray  # (n,) float32 reconstruction MAE per window
-    anomalies: np.ndarray  # (n,) bool
-    sample_errors: np.ndarray  # (n, window_length) float32 |reconstruction - input|
+    ``scorable`` says which input rows were scored; the other arrays hold one row per
+    *scored* window, in input order (``windows[scorable]``). A row is unscorable when its
+    values are not finite once normalised to float32 (NaN, infinity, or beyond float32
+    range such as 1e300). When every row is scorable the arrays align with the input.
+    """
+
+    errors: np.ndarray  # (m,) float32 reconstruction MAE per scored window
+    anomalies: np.ndarray  # (m,) bool
+    sample_errors: np.ndarray  # (m, window_length) float32 |reconstruction - input|
+    scorable: np.ndarray  # (n,) bool, m of them True
+
+    @property
+    def all_scored(self) -> bool:
+        """True when no row of the input was left out."""
+        return bool(self.scorable.all())
 
 
 @dataclass(frozen=True)
@@ -62,50 +74,25 @@ class Scorer:
     def score(self, windows: np.ndarray) -> Scores:
         """Score a ``(n, window_length)`` array of raw windows in one forward pass.
 
-        Raises ``DataError`` for a wrong shape or non-finite values; callers that take
-        untrusted input (the worker's codec, ``ecg-score``) reject such rows before.
+        Rows that cannot be scored (non-finite after normalisation) are left out and marked
+        in ``Scores.scorable``, so one bad row never fails a batch; the caller reports them
+        (the worker as ``non_finite`` dead letters, ``ecg-score`` as rejected rows).
+        Raises ``DataError`` for a wrong shape.
         """
         if windows.ndim != 2 or windows.shape[1] != self.window_length:
             raise DataError(
                 f"expected windows of shape (n, {self.window_length}), got {windows.shape}"
             )
-        x = self.artifact.normalisation.apply(windows)
-        if not np.isfinite(x).all():
-            raise DataError("windows contain non-finite values")
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = self.artifact.normalisation.apply(windows)
+        scorable = np.isfinite(x).all(axis=1)
+        if not scorable.all():
+            x = x[scorable]
         sample_errors = np.abs(self.reconstruct(x) - x)
         errors = sample_errors.mean(axis=1, dtype=np.float32)
         return Scores(
-            errors=errors, anomalies=errors >= self.threshold, sample_errors=sample_errors
+            errors=errors,
+            anomalies=errors >= self.threshold,
+            sample_errors=sample_errors,
+            scorable=scorable,
         )
-
-
-def abnormal_segments(
-    sample_errors: np.ndarray, max_segments: int = 3, smooth_samples: int = 5
-) -> list[Segment]:
-    """The few contiguous segments of one window where reconstruction is worst.
-
-    The per-sample error is smoothed with a moving average; runs where it exceeds the
-    window's mean + 1 std are candidate segments, ranked by their mean raw error. When
-    no run stands out, the single most-wrong stretch of ``smooth_samples`` is returned.
-    """
-    err = np.asarray(sample_errors, dtype=np.float64)
-    n = err.shape[0]
-    if n == 0:
-        return []
-    width = max(1, min(smooth_samples, n))
-    smooth = np.convolve(err, np.ones(width) / width, mode="same")
-    above = smooth > smooth.mean() + smooth.std()
-    runs: list[Segment] = []
-    start = None
-    for i, flag in enumerate(np.append(above, False)):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append(Segment(start, i, float(err[start:i].mean())))
-            start = None
-    if not runs:
-        centre = int(np.argmax(smooth))
-        lo = max(0, min(centre - width // 2, n - width))
-        runs = [Segment(lo, lo + width, float(err[lo : lo + width].mean()))]
-    runs.sort(key=lambda s: s.mean_error, reverse=True)
-    return runs[:max_segments]

@@ -1,9 +1,11 @@
-"""Abnormal segments of many windows at once: ``scorer.abnormal_segments`` vectorised.
+"""Abnormal segments of many windows at once.
 
-Same rule as ``worker.core.scorer.abnormal_segments`` (moving-average smoothing, runs above the
-window's mean + 1 std, ranked by mean raw error, fallback to the worst stretch), computed
-for a whole batch with array operations. The per-window version costs ~50 us in Python
-loops, more than decoding and scoring together, and anomalous windows can be frequent.
+The rule: the per-sample error is smoothed with a moving average; runs where it exceeds the
+window's mean + 1 std are candidate segments, ranked by their mean raw error; when no run
+stands out, the single most-wrong stretch of ``smooth_samples`` is returned. It is computed
+for a whole batch with array operations: a per-window loop (kept as the test oracle in
+``tests/oracles.py``) costs ~50 us per window, more than decoding and scoring together, and
+anomalous windows can be frequent.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ cross-checked, and a fixed list of ``ECG_*`` environment variables overrides sin
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Callable, Mapping
@@ -19,7 +20,9 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
+from worker.core import wire
 from worker.core.errors import ConfigError
+from worker.service import secrets
 
 # kafka-python settings the worker owns: passing them through would break the delivery
 # protocol (auto-commit, acks) or the wire format (serialisers).
@@ -101,10 +104,10 @@ class KafkaConfig:
 class TopicsConfig:
     """Topic names and, for development, whether and how to create missing ones."""
 
-    input: str = "ecg.windows"
-    scores: str = "ecg.scores"
-    anomalies: str = "ecg.anomalies"
-    dead_letter: str = "ecg.windows.dlq"
+    input: str = wire.INPUT_TOPIC
+    scores: str = wire.SCORES_TOPIC
+    anomalies: str = wire.ANOMALIES_TOPIC
+    dead_letter: str = wire.DEAD_LETTER_TOPIC
     create_topics: bool = False
     partitions: int = 1
     replication_factor: int = 1
@@ -157,6 +160,14 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    """Optional input check (``worker.service.input_schema``): ``none``, ``builtin`` (the
+    published input-window schema) or the path of a stricter JSON Schema file."""
+
+    input_schema: str = "none"
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """How a batch's outputs and its offset commit are tied together (docs/reliability.md)."""
 
@@ -178,6 +189,7 @@ class WorkerConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     startup: StartupConfig = field(default_factory=StartupConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @classmethod
@@ -204,7 +216,8 @@ class WorkerConfig:
         cls, raw: Mapping[str, Any], where: str = "config", env: Mapping[str, str] | None = None
     ) -> WorkerConfig:
         """Build from an already-parsed mapping (same rules as ``from_yaml``)."""
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        # A deep copy: env overrides write into nested sections such as kafka.client.
+        data = copy.deepcopy({k: v for k, v in raw.items()})
         _apply_env(data, os.environ if env is None else env)
         config = _build(cls, data, where)
         _cross_check(config, where)
@@ -257,6 +270,12 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+    EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
+                "none | builtin | schema file path"),
+    # Kafka security settings and credentials (a Kubernetes Secret, the Helm chart): the
+    # list is in worker.service.secrets; secrets are never logged.
+    *(EnvOverride(name, ("kafka", "client", key), str, text)
+      for name, key, text in secrets.SECURITY_ENV),
 )  # fmt: skip
 
 
@@ -264,7 +283,7 @@ def env_help() -> str:
     """The environment overrides as lines for ``--help``."""
     lines = ["environment overrides (applied on top of the config file):"]
     for item in ENV_OVERRIDES:
-        lines.append(f"  {item.name:<24} {'.'.join(item.path):<26} {item.help}")
+        lines.append(f"  {item.name:<24} {'.'.join(item.path):<38} {item.help}")
     return "\n".join(lines)
 
 
@@ -286,6 +305,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 raise ConfigError(f"config: section {part!r} must be a mapping")
             target = section
         target[item.path[-1]] = value
+        # A secret from the environment replaces the file in the config, and vice versa.
+        other = secrets.sibling(item.path[-1])
+        if other is not None:
+            target.pop(other, None)
 
 
 # --------------------------------------------------------------------------- building
@@ -321,6 +344,7 @@ _NESTED: dict[str, type] = {
     "metrics": MetricsConfig,
     "startup": StartupConfig,
     "drift": DriftConfig,
+    "validation": ValidationConfig,
     "delivery": DeliveryConfig,
 }
 
@@ -339,7 +363,7 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
             )
         return tuple(servers)
     if dotted == "kafka.client":
-        return _client_settings(value, where)
+        return _client_settings(secrets.resolve_secret_files(value, where), where)
     if dotted == "kafka.group_instance_id":
         return _group_instance_id(value, where)
     if isinstance(default, Path):

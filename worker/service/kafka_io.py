@@ -17,7 +17,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.core.errors import BrokerError
-from worker.service.config import CONSUMER_KEYS, WorkerConfig
+from worker.service.config import WorkerConfig
+from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.rebalance import PartitionTracker
 from worker.service.transactions import transactional_id
 
@@ -66,15 +67,18 @@ def ensure_topics(config: WorkerConfig) -> None:
         k: v for k, v in config.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
     }
     timeout_ms = config.startup.timeout_ms
-    try:
-        admin = KafkaAdminClient(
-            **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
-        )
-    except KafkaError as exc:
-        raise BrokerError(
-            f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms ({exc!r}); "
-            "is the broker running? (make kafka-start)"
-        ) from exc
+    # The first connection is where a wrong password or an untrusted certificate shows.
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
+        try:
+            admin = KafkaAdminClient(
+                **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
+            )
+        except KafkaError as exc:
+            hint = "" if diagnosis.cause() else "; is the broker running? (make kafka-start)"
+            raise BrokerError(
+                f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms: "
+                f"{explain(exc, diagnosis)}{hint}"
+            ) from exc
     try:
         existing = set(admin.list_topics())
         missing = [t for t in config.topics.names() if t not in existing]
@@ -82,7 +86,8 @@ def ensure_topics(config: WorkerConfig) -> None:
             _create(admin, config, missing)
         elif missing:
             raise BrokerError(
-                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, or set "
+                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, "
+                "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
                 "topics.create_topics: true for development)"
             )
     except KafkaError as exc:
@@ -125,7 +130,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
         raise BrokerError(f"cannot create a Kafka producer for {where}: {exc!r}") from exc
     consumer_settings = {
         **CONSUMER_DEFAULTS,
-        **{k: v for k, v in config.kafka.client.items() if k in CONSUMER_KEYS},
+        **config.kafka.consumer_settings(),
         **_common(config),
         "group_id": config.kafka.group_id,
         "enable_auto_commit": False,

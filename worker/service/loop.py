@@ -36,6 +36,7 @@ from worker.service.config import WorkerConfig
 from worker.service.delivery import CommitFailed, Delivery, Outgoing, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
+from worker.service.input_schema import InputSchemaCheck
 from worker.service.metrics import BatchReport, WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 
@@ -94,6 +95,7 @@ class WorkerLoop:
         self._next_lag_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
         self._stop = False
+        self._input_check = InputSchemaCheck.from_setting(config.validation.input_schema)
 
     # ------------------------------------------------------------------ control
 
@@ -136,6 +138,8 @@ class WorkerLoop:
                     self._window_length,
                     self._max_record_bytes,
                 )
+                if self._input_check is not None and isinstance(item, Window):
+                    item = self._input_check.check(item)
                 full = self._batcher.add(item)
                 if full is not None:
                     self.process(full)
@@ -164,22 +168,18 @@ class WorkerLoop:
             return
         windows = [i for i in items if isinstance(i, Window)]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        values = windows_array(windows, self._window_length)
-        with np.errstate(over="ignore", invalid="ignore"):
-            normalised = self._scorer.artifact.normalisation.apply(values)
-        finite = np.isfinite(normalised).all(axis=1)
-        if not finite.all():
+        started = self._clock()
+        scores = self._scorer.score(windows_array(windows, self._window_length))
+        scoring_s = self._clock() - started
+        if not scores.all_scored:
             # Finite in JSON but overflowing the model's float32 input (e.g. 1e300).
-            for w, ok in zip(windows, finite.tolist(), strict=True):
+            scorable = scores.scorable.tolist()
+            for w, ok in zip(windows, scorable, strict=True):
                 if not ok:
                     rejected.append(
                         reject_window(w, NON_FINITE, "'values' overflow the model's float32 range")
                     )
-            windows = [w for w, ok in zip(windows, finite.tolist(), strict=True) if ok]
-            values = values[finite]
-        started = self._clock()
-        scores = self._scorer.score(values)
-        scoring_s = self._clock() - started
+            windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
         messages = self._encode(windows, scores, rejected)
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
