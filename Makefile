@@ -68,7 +68,7 @@ integration: setup
 faults: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration/test_faults.py -s -q
 
-# A longer soak: 10 kill -9 rounds per delivery mode on a 30,000-window stream (~3 min).
+# A longer soak: 10 kill -9 rounds per delivery mode on a 30,000-window stream (~1.5 min).
 soak: setup
 	PATH=$(abspath $(BIN)):$$PATH ECG_FAULT_ROUNDS=10 $(BIN)/pytest tests/integration/test_faults.py -s -q -k kill9_worker
 
