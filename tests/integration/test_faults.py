@@ -479,7 +479,11 @@ def test_broker_frozen_mid_stream_loses_nothing(own_broker: KafkaBroker, tmp_pat
             codes[mode] = worker.process.poll()
             if codes[mode] is not None:  # exited during the outage: restart it
                 assert codes[mode] == 1, worker.log()[-3000:]
-                assert "offsets not committed" in worker.log()
+                # Either the batch was never acknowledged (nothing committed) or it was and
+                # the commit itself timed out: both exit 1 and a restart replays from the
+                # last commit, which the id comparison below checks.
+                log = worker.log()
+                assert "offsets not committed" in log or "offset commit failed" in log, log[-3000:]
                 workers[mode] = env.worker(**config[mode])
         for mode, env in envs.items():
             recovery = first_score_after(bootstrap, env.topics.scores, back_ms)
