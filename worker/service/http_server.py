@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -74,9 +74,16 @@ class MetricsServer:
     """Serves the registry and the health state over HTTP on a background thread."""
 
     def __init__(
-        self, registry: CollectorRegistry, health: HealthState, host: str, port: int
+        self,
+        registry: CollectorRegistry,
+        health: HealthState,
+        host: str,
+        port: int,
+        actions: Mapping[str, Callable[[], tuple[int, str]]] | None = None,
     ) -> None:
-        handler = _make_handler(registry, health)
+        """``actions``: POST paths (e.g. ``/reload``) -> handler returning (status, text);
+        none by default."""
+        handler = _make_handler(registry, health, dict(actions or {}))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -100,8 +107,20 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def _make_handler(registry: CollectorRegistry, health: HealthState) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    registry: CollectorRegistry,
+    health: HealthState,
+    actions: Mapping[str, Callable[[], tuple[int, str]]],
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            action = actions.get(self.path.split("?", 1)[0])
+            if action is None:
+                self._send(404, b"not found\n", "text/plain")
+                return
+            status, text = action()
+            self._send(status, text.encode(), "text/plain; charset=utf-8")
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

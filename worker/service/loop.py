@@ -39,6 +39,7 @@ from worker.service.http_server import HealthState
 from worker.service.input_schema import InputSchemaCheck
 from worker.service.metrics import BatchReport, WorkerMetrics
 from worker.service.rebalance import PartitionTracker
+from worker.service.rollout import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class WorkerLoop:
         drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rollout: Rollout | None = None,
     ) -> None:
         self._consumer = consumer
+        self._rollout = rollout
         self._delivery = delivery
         self._scorer = scorer
         self._metrics = metrics
@@ -120,6 +123,8 @@ class WorkerLoop:
     def step(self) -> None:
         """One round: poll (at most until the open batch is due), decode, deliver due batches."""
         self._health.heartbeat()
+        if self._rollout is not None:  # between batches: the only place the model changes
+            self._scorer = self._rollout.between_batches() or self._scorer
         self._drop_lost_partitions()
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
         polled = self._consumer.poll(timeout_ms=timeout_ms)
@@ -179,6 +184,8 @@ class WorkerLoop:
                     )
             windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
         messages = self._encode(windows, scores, rejected)
+        if self._rollout is not None:
+            messages += self._rollout.outputs(windows, scores)
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
             offsets[(item.topic, item.partition)] = item.offset + 1
@@ -214,6 +221,8 @@ class WorkerLoop:
         )
         if self._drift is not None and len(windows):
             self._drift.add(scores.errors)
+        if self._rollout is not None:
+            self._rollout.committed()
 
     def _encode(
         self, windows: list[Window], scores: Any, rejected: list[Rejected]
