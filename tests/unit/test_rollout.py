@@ -371,3 +371,10 @@ def test_shadow_and_reload_settings_from_yaml_and_env() -> None:
     assert config.required_topics()[-1] == SHADOW
     assert WorkerConfig().shadow_artifact is None
     assert SHADOW not in WorkerConfig().required_topics()
+
+
+def test_a_weights_file_that_is_not_a_zip_is_an_artifact_error(tmp_path: Path) -> None:
+    write_artifact_dir(tmp_path / "a")
+    (tmp_path / "a" / WEIGHTS_FILE).write_bytes(b"PK\x03\x04 half written")
+    with pytest.raises(ArtifactError, match=r"not a readable \.npz"):
+        load_ecg_artifact(tmp_path / "a")

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -237,7 +238,7 @@ def _load_dense_layers(
     try:
         with np.load(weights_path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{weights_path}: not a readable .npz ({exc})") from exc
     layers = []
     width: int | None = None

@@ -27,7 +27,6 @@ from types import FrameType
 
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import Window
-from worker.core.errors import EcgError
 from worker.core.scorer import Scorer, Scores
 from worker.service.delivery import Outgoing
 from worker.service.drift import DriftMonitor
@@ -168,7 +167,7 @@ class Rollout:
     def _validate(self, path: Path, role: str, trigger: str) -> EcgArtifact | str:
         try:
             artifact, checked = load_candidate(path, self.primary.window_length)
-        except (EcgError, OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to load a candidate refuses it, never the worker
             self._metrics.reloads.labels(role, "refused").inc()
             log.error(
                 "%s model reload (%s) refused, model %s keeps scoring: %s",
