@@ -219,8 +219,7 @@ class Rollout:
             return "unchanged", f"shadow {candidate.model_version} is already scoring"
         self.shadow = Scorer(candidate)
         self._metrics.set_shadow(candidate.model_version)
-        self._metrics.scored.labels("shadow", candidate.model_version)
-        self._metrics.anomalous.labels("shadow", candidate.model_version)
+        self._metrics.start_model("shadow", candidate.model_version)
         self._metrics.start_agreement(self.primary.model_version, candidate.model_version)
         self._metrics.reloads.labels("shadow", "applied").inc()
         log.info(
@@ -250,8 +249,7 @@ class Rollout:
         return self.shadow.model_version if self.shadow is not None else "(none)"
 
     def _record_primary(self, scorer: Scorer) -> None:
-        self._metrics.scored.labels("primary", scorer.model_version)
-        self._metrics.anomalous.labels("primary", scorer.model_version)
+        self._metrics.start_model("primary", scorer.model_version)
 
 
 def install_sighup(rollout: Rollout) -> Callable[[], None]:

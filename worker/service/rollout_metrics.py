@@ -116,6 +116,13 @@ class RolloutMetrics:
             registry=registry,
         )
 
+    def start_model(self, role: str, model_version: str) -> None:
+        """Expose a model's series at 0 before its first batch, so that the first batch is
+        an increase (rate() sees nothing of a series that starts at its final value)."""
+        self.scored.labels(role, model_version)
+        self.anomalous.labels(role, model_version)
+        self.error_ratio.observe_many((role, model_version), np.empty(0))
+
     def set_shadow(self, model_version: str | None) -> None:
         """Show the current shadow model (``None``: no shadow)."""
         self.shadow_info.clear()
