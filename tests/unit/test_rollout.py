@@ -378,3 +378,17 @@ def test_a_weights_file_that_is_not_a_zip_is_an_artifact_error(tmp_path: Path) -
     (tmp_path / "a" / WEIGHTS_FILE).write_bytes(b"PK\x03\x04 half written")
     with pytest.raises(ArtifactError, match=r"not a readable \.npz"):
         load_ecg_artifact(tmp_path / "a")
+
+
+def test_making_a_promotion_durable_by_a_symlink_swap_changes_nothing(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, shadow=write_artifact_dir(tmp_path / "candidate", seed=11).path)
+    rig.rollout.request("promote", "http")
+    rig.rounds(1)
+    link = tmp_path / "live.new"
+    link.symlink_to(tmp_path / "candidate")
+    shutil.rmtree(rig.path)
+    link.replace(rig.path)
+    rig.rounds(3)
+
+    assert rig.value("ecg_model_reloads_total", role="primary", result="applied") == 1
+    assert rig.value("ecg_model_reloads_total", role="primary", result="unchanged") == 1
