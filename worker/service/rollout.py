@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
+
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import Window
 from worker.core.scorer import Scorer, Scores
@@ -155,7 +157,9 @@ class Rollout:
                 continue
             self._metrics.scored.labels(role, version).inc(scores.errors.size)
             self._metrics.anomalous.labels(role, version).inc(int(scores.anomalies.sum()))
-            self._metrics.error_ratio.observe_many((role, version), scores.errors / threshold)
+            if threshold > 0:  # a zero threshold (every window anomalous) has no ratio
+                ratio = scores.errors / np.float32(threshold)
+                self._metrics.error_ratio.observe_many((role, version), ratio)
         if self._pending_agreement is not None:
             primary, shadow, counts = self._pending_agreement
             for outcome, count in counts.items():
