@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop
+.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
+	@echo "make test-kernels - the score-agreement tests under forced OpenBLAS kernels"
 	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | helm-lint | clean"
 
 setup: system venv kafka-libs helm
@@ -47,6 +48,19 @@ test: setup lint typecheck
 unit: venv
 	$(BIN)/pytest tests/unit
 
+# The score-agreement tests (batch sizes 1/7/500, stream vs offline) with OpenBLAS forced to
+# other float32 kernels than this CPU's default, so that a CPU-dependent assumption fails
+# here rather than on a user's machine. KERNELS must be ones this CPU can run.
+.PHONY: test-kernels
+KERNELS ?= Haswell Sandybridge
+AGREEMENT_TESTS := tests/unit/test_agreement.py tests/unit/test_stream_summary.py \
+	tests/unit/test_loop.py tests/unit/test_scorer.py
+test-kernels: venv
+	@for k in $(KERNELS); do \
+	  OPENBLAS_CORETYPE=$$k OPENBLAS_VERBOSE=2 $(BIN)/python -c 'import numpy' 2>&1 | grep -i core; \
+	  OPENBLAS_CORETYPE=$$k $(BIN)/pytest -q $(AGREEMENT_TESTS) || exit 1; \
+	done
+
 integration: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration
 
@@ -78,6 +92,17 @@ kafka-start: kafka-libs
 
 kafka-stop:
 	bash deploy/kafka/local-kafka.sh stop
+
+# A second local broker with a SASL_SSL listener on 127.0.0.1:9096 and ACLs (docs/security.md);
+# its CA and users are in .local/kafka/secure/security/.
+SECURE_KAFKA := bash deploy/kafka/local-kafka.sh --port 9095 --controller-port 9097 \
+	--sasl-ssl-port 9096 --data-dir .local/kafka/secure
+
+kafka-start-secure: kafka-libs
+	$(SECURE_KAFKA) start
+
+kafka-stop-secure:
+	$(SECURE_KAFKA) stop
 
 clean:
 	rm -rf .local artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,8 @@
 
 (one line; wrapped here). Sample ranges are ``start-end`` with ``end`` exclusive, as in the
 record. A record that is not a readable alert prints a line starting with ``!!`` naming
-where it is and what is wrong, and the command carries on.
+where it is and what is wrong, and the command carries on. Control characters in ids, keys
+and messages are printed escaped (``\\x1b``), never sent to the terminal as they are.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from kafka.errors import KafkaError
 from clients.kafka_clients import (
     BOOTSTRAP_EPILOG,
     add_bootstrap_argument,
-    default_bootstrap,
+    add_kafka_config_argument,
+    load_kafka_config,
     make_consumer,
     require_topic,
 )
+from clients.terminal import printable
 from worker.cli_support.argtypes import positive_float, positive_int
 from worker.cli_support.runner import run_cli
 from worker.core.codec import Score, ScoreFormatError, decode_score, score_from_doc
@@ -64,7 +67,12 @@ def format_alert(record: Score | Mapping[str, Any], key: bytes | str | None) -> 
 
 
 def render_record(value: bytes | None, key: bytes | None, where: str) -> str:
-    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line)."""
+    """The line printed for one raw record; never raises (unreadable -> a ``!!`` line).
+    Control characters from the record are escaped (``clients.terminal.printable``)."""
+    return printable(_render(value, key, where))
+
+
+def _render(value: bytes | None, key: bytes | None, where: str) -> str:
     if not value:
         return f"!! {where}: empty record, not an alert"
     try:
@@ -122,14 +130,20 @@ def follow(
 
 
 def open_follower(
-    bootstrap_servers: str, topic: str, from_beginning: bool, idle_timeout_s: float | None
+    bootstrap_servers: str,
+    topic: str,
+    from_beginning: bool,
+    idle_timeout_s: float | None,
+    settings: dict[str, Any] | None = None,
 ) -> Any:
-    """A group-less consumer on every partition of ``topic``, positioned at the start or end.
+    """A group-less consumer on every partition of ``topic``, positioned at the start or end;
+    ``settings`` are extra kafka-python settings (security).
 
     The end position is resolved here, so every alert produced after this returns is shown.
     """
     consumer = make_consumer(
         bootstrap_servers,
+        **(settings or {}),
         consumer_timeout_ms=float("inf") if idle_timeout_s is None else idle_timeout_s * 1000,
     )
     try:
@@ -158,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BOOTSTRAP_EPILOG,
     )
     add_bootstrap_argument(parser)
+    add_kafka_config_argument(parser)
     parser.add_argument(
         "--topic", default=DEFAULT_TOPIC, help="anomalies topic (default: %(default)s)"
     )
@@ -189,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    bootstrap = args.bootstrap_servers or default_bootstrap()
+    kafka = load_kafka_config(args.kafka_config)
+    bootstrap = args.bootstrap_servers or ",".join(kafka.bootstrap_servers)
     tally = Tally()
-    consumer = open_follower(bootstrap, args.topic, args.from_beginning, args.timeout_s)
+    consumer = open_follower(
+        bootstrap, args.topic, args.from_beginning, args.timeout_s, kafka.consumer_settings()
+    )
     try:
         follow(consumer, sys.stdout, args.max_messages, tally)
     except KeyboardInterrupt:

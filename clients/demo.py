@@ -36,17 +36,18 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 
-from clients.kafka_clients import make_consumer, make_producer
+from clients.kafka_clients import load_kafka_config, make_consumer, make_producer
 from clients.local_broker import REPO_ROOT, LocalBroker
 from clients.replay import Pacer, ReplayWindow, replay, split_windows
 from clients.stream_summary import (
     StreamTally,
     format_summary,
     metric_differences,
-    offline_mismatches,
+    offline_check,
     problems,
     summarise,
 )
+from clients.terminal import printable
 from clients.worker_counters import (
     WorkerCounters,
     counter_problems,
@@ -60,7 +61,7 @@ from worker.core.artifact import ARTIFACT_FILE, EcgArtifact, load_ecg_artifact
 from worker.core.errors import BrokerError, ConfigError, DataError
 from worker.core.scorer import Scorer
 from worker.core.wire import DEFAULT_TOPICS
-from worker.service.config import ENV_OVERRIDES
+from worker.service.config import ENV_OVERRIDES, KafkaConfig
 
 DEFAULT_ARTIFACT = "artifacts/ecg"
 DEFAULT_WORKER_CONFIG = REPO_ROOT / "deploy" / "worker.yaml"
@@ -82,7 +83,7 @@ METRICS_SETTLE_S = 5.0
 
 def say(message: str) -> None:
     """A progress line on stderr (stdout carries only the summary)."""
-    print(f"ecg-demo: {message}", file=sys.stderr, flush=True)
+    print(f"ecg-demo: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def new_run_id() -> str:
@@ -108,6 +109,8 @@ class Demo:
     topics: dict[str, str] = field(default_factory=dict)
     topics_created: bool = False
     bootstrap: str = ""
+    # Security settings for the demo's own clients: the worker's config and ECG_* variables.
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def run(self) -> int:
         """Everything between starting the broker and printing the summary."""
@@ -115,6 +118,7 @@ class Demo:
         self.topics = {role: f"{BASE_TOPICS[role]}.{self.run_id}" for role in TOPIC_ROLES}
         run_dir = Path(args.run_dir) / self.run_id
         say(f"run {self.run_id} (logs in {run_dir})")
+        self.kafka = load_kafka_config(args.worker_config)
 
         if args.bootstrap_servers:
             self.bootstrap = args.bootstrap_servers
@@ -174,19 +178,10 @@ class Demo:
             ),
             flush=True,
         )
-        mismatches = offline_mismatches(
-            {w.id: w.values for w in windows}, tally.scores, Scorer(artifact)
-        )
-        compared = sum(1 for w in windows if w.id in tally.scores)
-        if mismatches:
-            print(
-                f"offline check  {len(mismatches)} of {compared} streamed scores differ "
-                "from ecg-score"
-            )
-        else:
-            print(f"offline check  all {compared} streamed scores equal ecg-score's error and flag")
+        offline = offline_check({w.id: w.values for w in windows}, tally.scores, Scorer(artifact))
+        print(offline.line())
         failures = problems(summary, artifact.model_version)
-        failures += [f"offline check: {m}" for m in mismatches[:5]]
+        failures += [f"offline check: {m}" for m in offline.problems()[:5]]
         if isinstance(scraped, str):
             print(f"metrics        not read: {scraped}")
             failures.append(f"worker metrics: {scraped}")
@@ -200,7 +195,13 @@ class Demo:
             print(format_counters(scraped, differences))
             failures += [f"worker metrics: {d}" for d in differences]
         if comparable_note is None:
-            failures += [f"metric {d}" for d in metric_differences(summary.metrics, recorded)]
+            check = metric_differences(
+                summary,
+                recorded,
+                threshold=artifact.threshold,
+                window_length=artifact.window_length,
+            )
+            failures += [f"metric {d}" for d in check.differences]
         if code != 0:
             failures.append(f"ecg-worker exited with code {code} after SIGTERM (expected 0)")
         for failure in failures:
@@ -286,7 +287,7 @@ class Demo:
 
     def open_reader(self) -> Any:
         """One group-less consumer on every partition of the three output topics, at offset 0."""
-        consumer = make_consumer(self.bootstrap)
+        consumer = make_consumer(self.bootstrap, **self.kafka.consumer_settings())
         partitions = [
             TopicPartition(self.topics[role], p)
             for role in ("scores", "anomalies", "dead_letter")
@@ -301,7 +302,7 @@ class Demo:
         from tqdm import tqdm
 
         say(f"replaying {len(windows)} windows to {self.topics['input']}")
-        producer = make_producer(self.bootstrap)
+        producer = make_producer(self.bootstrap, **self.kafka.producer_settings())
         try:
             with tqdm(total=len(windows), unit="win", file=sys.stderr, disable=None) as bar:
                 report = replay(
@@ -381,7 +382,11 @@ class Demo:
 
     def _admin(self) -> KafkaAdminClient:
         try:
+            settings = {
+                k: v for k, v in self.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
+            }
             return KafkaAdminClient(
+                **settings,
                 bootstrap_servers=self.bootstrap,
                 bootstrap_timeout_ms=10_000,
                 client_id=f"ecg-demo-{self.run_id}",

@@ -14,8 +14,12 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from worker.core.errors import BrokerError
+from worker.service.config import KafkaConfig, WorkerConfig
+from worker.service.kafka_diagnosis import diagnosing, explain
+from worker.service.secrets import install_log_redaction, secret_values
 
 BOOTSTRAP_ENV = "ECG_BOOTSTRAP_SERVERS"
+KAFKA_CONFIG_ENV = "ECG_KAFKA_CONFIG"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 # How long a tool waits for the first broker answer before it gives up with a clear error.
 BOOTSTRAP_TIMEOUT_MS = 10_000
@@ -38,6 +42,31 @@ def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_kafka_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--kafka-config YAML``: how the tools reach a secured broker (see ``load_kafka_config``)."""
+    parser.add_argument(
+        "--kafka-config",
+        default=None,
+        metavar="YAML",
+        help="Kafka connection and security settings, read like the worker's config file (its "
+        "kafka section: bootstrap_servers and client: security_protocol, sasl_*, ssl_*, "
+        "sasl_plain_password_file); ECG_BOOTSTRAP_SERVERS, ECG_SECURITY_PROTOCOL, "
+        f"ECG_SASL_* and ECG_SSL_* override it (default: ${KAFKA_CONFIG_ENV}, else none)",
+    )
+
+
+def load_kafka_config(path: str | os.PathLike[str] | None = None) -> KafkaConfig:
+    """The tools' Kafka settings: ``path`` (else ``$ECG_KAFKA_CONFIG``) parsed as a worker
+    config with the same ``ECG_*`` overrides, or just the overrides when there is no file.
+
+    One parser for the worker and the tools, so a setting means the same in both. The
+    secrets found are masked in every log line from here on. Raises ``ConfigError``."""
+    source = path or os.environ.get(KAFKA_CONFIG_ENV)
+    config = WorkerConfig.from_yaml(source) if source else WorkerConfig.from_mapping({})
+    install_log_redaction(secret_values(config.kafka.client))
+    return config.kafka
+
+
 def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
     """A producer that waits for every in-sync replica (``acks=all``) before a send counts."""
     settings = {
@@ -47,10 +76,13 @@ def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
         "client_id": "ecg-tools",
         **config,
     }
-    try:
-        return KafkaProducer(bootstrap_servers=bootstrap_servers, **settings)
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
+        try:
+            return KafkaProducer(bootstrap_servers=bootstrap_servers, **settings)
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot reach Kafka at {bootstrap_servers}: {explain(exc, diagnosis)}"
+            ) from exc
 
 
 def make_consumer(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
@@ -62,10 +94,13 @@ def make_consumer(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
         "client_id": "ecg-tools",
         **config,
     }
-    try:
-        return KafkaConsumer(bootstrap_servers=bootstrap_servers, **settings)
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
+        try:
+            return KafkaConsumer(bootstrap_servers=bootstrap_servers, **settings)
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot reach Kafka at {bootstrap_servers}: {explain(exc, diagnosis)}"
+            ) from exc
 
 
 def require_topic(consumer: KafkaConsumer, topic: str, bootstrap_servers: str) -> None:
@@ -75,4 +110,8 @@ def require_topic(consumer: KafkaConsumer, topic: str, bootstrap_servers: str) -
     except KafkaError as exc:
         raise BrokerError(f"cannot list topics on {bootstrap_servers}: {exc}") from exc
     if topic not in topics:
-        raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+        # With ACLs a broker lists only the topics this user may describe.
+        raise BrokerError(
+            f"topic {topic!r} does not exist on {bootstrap_servers}, or this user is not "
+            "allowed to see it (ACLs)"
+        )

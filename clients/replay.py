@@ -25,7 +25,8 @@ import orjson
 from clients.kafka_clients import (
     BOOTSTRAP_EPILOG,
     add_bootstrap_argument,
-    default_bootstrap,
+    add_kafka_config_argument,
+    load_kafka_config,
     make_producer,
 )
 from worker.cli_support.argtypes import positive_float, positive_int
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=BOOTSTRAP_EPILOG,
     )
     add_bootstrap_argument(parser)
+    add_kafka_config_argument(parser)
     parser.add_argument("--topic", default=DEFAULT_TOPIC, help="input topic (default: %(default)s)")
     parser.add_argument(
         "--input",
@@ -323,10 +325,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    bootstrap = args.bootstrap_servers or default_bootstrap()
+    kafka = load_kafka_config(args.kafka_config)
+    bootstrap = args.bootstrap_servers or ",".join(kafka.bootstrap_servers)
     windows = read_csv(args.input) if args.input else ecg5000_test_windows()
     total = args.count if args.count is not None else len(windows)
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, **kafka.producer_settings())
     try:
         # disable=None: a bar on a terminal, silence when stderr is a pipe or a file.
         with tqdm(total=total, unit="win", file=sys.stderr, disable=None) as bar:

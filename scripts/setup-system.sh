@@ -3,6 +3,7 @@
 #   java + maven  (to assemble and run the local Kafka broker)
 #   prometheus    (prometheus + promtool, for metrics and alert-rule tests)
 #   kcat          (an independent Kafka client used in tests and docs)
+#   openssl       (the throwaway CA of local-kafka.sh --sasl-ssl-port)
 #   dataset-fashion-mnist (offline Fashion-MNIST for the image models)
 #   python3-venv  (so `make` can create .venv)
 # Uses apt-get (as root, or through sudo). Safe to run repeatedly.
@@ -23,6 +24,7 @@ fi
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 
 if [ ${#need[@]} -eq 0 ]; then

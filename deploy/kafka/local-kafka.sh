@@ -9,6 +9,12 @@
 #   --data-dir DIR       KAFKA_DATA_DIR         config, data, log and pid file
 #                                               (default <repo>/.local/kafka/<port>)
 #   --libs-dir DIR       KAFKA_LIBS_DIR         broker jars (default <repo>/.local/kafka/libs)
+#   --sasl-ssl-port N    KAFKA_SASL_SSL_PORT    also listen with SASL_SSL (SCRAM-SHA-512 over TLS)
+#                                               on 127.0.0.1:N and enforce ACLs (docs/security.md)
+#   --scram-users FILE   KAFKA_SCRAM_USERS_FILE with --sasl-ssl-port: "user password" lines,
+#                                               created at format time (default: admin,
+#                                               ecg-worker, ecg-tools with random passwords in
+#                                               <data dir>/security/users, mode 600)
 # Other environment: KAFKA_HEAP_OPTS (default "-Xmx512m -Xms256m"), KAFKA_JVM_OPTS,
 #   KAFKA_START_TIMEOUT_S (default 60), KAFKA_STOP_TIMEOUT_S (default 30).
 #
@@ -24,7 +30,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "local-kafka: $*" >&2; exit 1; }
 
 port="${KAFKA_PORT:-9092}"
@@ -35,6 +41,8 @@ heap_opts="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 jvm_opts="${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true}"
 start_timeout_s="${KAFKA_START_TIMEOUT_S:-60}"
 stop_timeout_s="${KAFKA_STOP_TIMEOUT_S:-30}"
+sasl_ssl_port="${KAFKA_SASL_SSL_PORT:-}"
+scram_users_file="${KAFKA_SCRAM_USERS_FILE:-}"
 
 command=""
 follow=0
@@ -44,6 +52,8 @@ while [ $# -gt 0 ]; do
     --controller-port) controller_port="${2:?--controller-port needs a value}"; shift 2 ;;
     --data-dir) data_dir="${2:?--data-dir needs a value}"; shift 2 ;;
     --libs-dir) libs_dir="${2:?--libs-dir needs a value}"; shift 2 ;;
+    --sasl-ssl-port) sasl_ssl_port="${2:?--sasl-ssl-port needs a value}"; shift 2 ;;
+    --scram-users) scram_users_file="${2:?--scram-users needs a value}"; shift 2 ;;
     -f|--follow) follow=1; shift ;;
     -h|--help|help) usage; exit 0 ;;
     fetch|start|stop|status|logs)
@@ -59,6 +69,11 @@ is_port "$port" || die "port must be a number between 1 and 65535, got '$port'"
 controller_port="${controller_port:-$((port + 1))}"
 is_port "$controller_port" || die "controller port must be between 1 and 65535, got '$controller_port'"
 [ "$port" != "$controller_port" ] || die "client and controller ports must differ (both $port)"
+if [ -n "$sasl_ssl_port" ]; then
+  is_port "$sasl_ssl_port" || die "SASL_SSL port must be between 1 and 65535, got '$sasl_ssl_port'"
+  [ "$sasl_ssl_port" != "$port" ] && [ "$sasl_ssl_port" != "$controller_port" ] \
+    || die "the SASL_SSL port must differ from the client and controller ports"
+fi
 data_dir="$(realpath -m "${data_dir:-$ROOT/.local/kafka/$port}")"
 libs_dir="$(realpath -m "$libs_dir")"
 
@@ -154,6 +169,110 @@ log_tail() {
   fi
 }
 
+# ----------------------------------------------------------------------- SASL_SSL (optional)
+# With --sasl-ssl-port the broker gets a second client listener, SASL_SSL with SCRAM-SHA-512,
+# and the StandardAuthorizer: a principal without an ACL can do nothing. The plaintext listener
+# stays (the start-up probe uses it) but its principal, User:ANONYMOUS, has no ACLs, so it
+# reads and writes no topic. The controller listener is mutual TLS (the broker certificate's
+# CN=ecg-local-broker is a super user); inter-broker traffic is SASL_SSL as "admin".
+security_dir="$data_dir/security"
+broker_principal="CN=ecg-local-broker"
+
+make_certificates() {
+  # A throwaway CA and a broker certificate for 127.0.0.1/localhost, made once per data dir.
+  [ -s "$security_dir/broker.p12" ] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for --sasl-ssl-port)"
+  local d="$security_dir" pass
+  pass="$(openssl rand -hex 16)"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=ecg-local-ca" \
+      -keyout "$d/ca.key" -out "$d/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/$broker_principal" \
+      -keyout "$d/broker.key" -out "$d/broker.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
+      >"$d/broker.ext"
+    openssl x509 -req -days 30 -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+      -CAcreateserial -extfile "$d/broker.ext" -out "$d/broker.pem"
+    openssl pkcs12 -export -name broker -in "$d/broker.pem" -inkey "$d/broker.key" \
+      -certfile "$d/ca.pem" -passout "pass:$pass" -out "$d/broker.p12.tmp"
+  } >>"$console_file" 2>&1 || die "openssl could not make the certificates (see $console_file)"
+  printf '%s\n' "$pass" >"$d/keystore.pass"
+  chmod 600 "$d"/*.key "$d/keystore.pass"
+  mv "$d/broker.p12.tmp" "$d/broker.p12"
+}
+
+users_file() {
+  # The SCRAM users: --scram-users, else generated once with random passwords.
+  if [ -n "$scram_users_file" ]; then
+    [ -r "$scram_users_file" ] || die "cannot read the SCRAM users file $scram_users_file"
+    echo "$scram_users_file"
+    return 0
+  fi
+  if [ ! -s "$security_dir/users" ]; then
+    local name
+    for name in admin ecg-worker ecg-tools; do
+      printf '%s %s\n' "$name" "$(openssl rand -hex 16)"
+    done >"$security_dir/users"
+    chmod 600 "$security_dir/users"
+  fi
+  echo "$security_dir/users"
+}
+
+user_password() {
+  # The password of user $1 in the users file (empty when absent).
+  awk -v user="$1" '$1 == user { print $2; exit }' "$(users_file)"
+}
+
+scram_arguments() {
+  # --add-scram arguments for kafka-storage format, NUL-separated.
+  local name password file
+  file="$(users_file)"
+  while read -r name password; do
+    [ -n "$name" ] && [ "${name:0:1}" != "#" ] || continue
+    [[ "$name$password" =~ ^[A-Za-z0-9._-]+$ ]] \
+      || die "$file: user names and passwords may use only A-Z a-z 0-9 . _ - (user '$name')"
+    printf '%s\0' --add-scram "SCRAM-SHA-512=[name=$name,password=$password]"
+  done <"$file"
+}
+
+write_security_props() {
+  local admin_password keystore_pass
+  admin_password="$(user_password admin)"
+  [ -n "$admin_password" ] || die "$(users_file) has no 'admin' user (the super user)"
+  keystore_pass="$(cat "$security_dir/keystore.pass")"
+  chmod 600 "$props"
+  cat >>"$props" <<EOF
+# SASL_SSL (--sasl-ssl-port): SCRAM-SHA-512 over TLS, ACLs enforced. These override the above.
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl_ssl_port,CONTROLLER://127.0.0.1:$controller_port
+listener.security.protocol.map=CONTROLLER:SSL,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_password";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$security_dir/broker.p12
+ssl.keystore.password=$keystore_pass
+ssl.key.password=$keystore_pass
+ssl.truststore.type=PEM
+ssl.truststore.location=$security_dir/ca.pem
+listener.name.controller.ssl.client.auth=required
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:$broker_principal
+allow.everyone.if.no.acl.found=false
+EOF
+}
+
+prepare_security() {
+  [ -n "$sasl_ssl_port" ] || return 0
+  port_in_use "$sasl_ssl_port" \
+    && die "SASL_SSL port $sasl_ssl_port is taken by another process; choose --sasl-ssl-port"
+  mkdir -p "$security_dir"
+  chmod 700 "$security_dir"
+  make_certificates
+  write_security_props
+}
+
 write_props() {
   cat >"$props" <<EOF
 # Written by deploy/kafka/local-kafka.sh on every start; edit the script, not this file.
@@ -191,6 +310,12 @@ EOF
 format_storage() {
   require_java17
   local stamp="port=$port controller_port=$controller_port"
+  # SCRAM users are written into the metadata log at format time.
+  local -a scram=()
+  if [ -n "$sasl_ssl_port" ]; then
+    stamp="$stamp sasl_ssl_port=$sasl_ssl_port"
+    mapfile -d '' scram < <(scram_arguments)
+  fi
   if [ -f "$data_dir/data/meta.properties" ]; then
     # The controller's address is recorded in the metadata log at format time.
     if [ -f "$format_stamp" ] && [ "$(cat "$format_stamp")" != "$stamp" ]; then
@@ -203,7 +328,7 @@ format_storage() {
     || { log_tail; die "could not generate a cluster id"; }
   if ! java -Dlog4j2.configurationFile="$HERE/log4j2.properties" -Dkafka.logs.dir="$data_dir" \
       -cp "$libs_dir/*" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-      -c "$props" >>"$console_file" 2>&1; then
+      -c "$props" "${scram[@]}" >>"$console_file" 2>&1; then
     log_tail
     die "formatting the storage in $data_dir/data failed"
   fi
@@ -226,6 +351,7 @@ start() {
     fetch
     mkdir -p "$data_dir"
     write_props
+    prepare_security
     format_storage
     : >"$console_file"
     # setsid + nohup: the broker outlives the shell that started it; stop uses the pid file.
@@ -251,6 +377,8 @@ start() {
     sleep 0.5
   done
   echo "local-kafka: ready on $bootstrap" >&2
+  [ -z "$sasl_ssl_port" ] \
+    || echo "local-kafka: SASL_SSL on 127.0.0.1:$sasl_ssl_port (CA $security_dir/ca.pem, users $(users_file))" >&2
   echo "$bootstrap"
 }
 

@@ -101,6 +101,64 @@ class KafkaBroker:
     controller_port: int
     data_dir: Path
     env: dict[str, str] = field(repr=False, default_factory=dict)
+    # Set when started with ``sasl_ssl=True``: the SASL_SSL (SCRAM-SHA-512) port and users.
+    sasl_ssl_port: int | None = None
+    users: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """``"127.0.0.1:SASL_SSL_PORT"`` of a secured broker."""
+        assert self.sasl_ssl_port is not None, "broker started without sasl_ssl=True"
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA that signed the broker certificate (PEM)."""
+        return self.data_dir / "security" / "ca.pem"
+
+    def client_settings(self, user: str, password: str | None = None) -> dict[str, Any]:
+        """kafka-python settings to reach the SASL_SSL listener as ``user`` (with its own
+        password unless ``password`` is given)."""
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.users[user] if password is None else password,
+            "ssl_cafile": str(self.ca_file),
+        }
+
+    def admin_settings(self) -> dict[str, Any]:
+        """How the tests administer this broker: plaintext, or SASL_SSL as the super user."""
+        if self.sasl_ssl_port is None:
+            return {"bootstrap_servers": self.bootstrap_servers}
+        return {"bootstrap_servers": self.sasl_bootstrap_servers, **self.client_settings("admin")}
+
+    def grant(self, user: str, operation: str, resource_type: str, name: str) -> None:
+        """An ALLOW ACL for ``User:user`` (e.g. ``"READ", "TOPIC", "ecg.anomalies"``; a
+        GROUP name may be ``"*"``), created as the super user."""
+        from kafka.admin import (
+            ACL,
+            ACLOperation,
+            ACLPermissionType,
+            KafkaAdminClient,
+            ResourcePattern,
+            ResourceType,
+        )
+
+        admin = KafkaAdminClient(client_id="ecg-tests-admin", **self.admin_settings())
+        try:
+            acl = ACL(
+                principal=f"User:{user}",
+                host="*",
+                operation=ACLOperation[operation],
+                permission_type=ACLPermissionType.ALLOW,
+                resource_pattern=ResourcePattern(ResourceType[resource_type], name),
+            )
+            result = admin.create_acls([acl])
+            if result["failed"]:
+                raise ServiceError(f"cannot create ACL {acl}: {result['failed']}")
+        finally:
+            admin.close()
 
     @property
     def bootstrap_servers(self) -> str:
@@ -135,9 +193,7 @@ class KafkaBroker:
         from kafka.admin import KafkaAdminClient
 
         wanted = list(names)
-        admin = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, client_id="ecg-tests-admin"
-        )
+        admin = KafkaAdminClient(client_id="ecg-tests-admin", **self.admin_settings())
         try:
             admin.create_topics(
                 {name: {"num_partitions": partitions, "replication_factor": 1} for name in wanted},
@@ -166,9 +222,13 @@ class KafkaBroker:
         self.script("stop", timeout_s=60)
 
 
-def start_kafka(data_dir: Path, attempts: int = 2) -> KafkaBroker:
+def start_kafka(
+    data_dir: Path, attempts: int = 2, sasl_ssl: bool = False, users: Iterable[str] = ()
+) -> KafkaBroker:
     """Start a broker on free loopback ports with its data in ``data_dir``.
 
+    With ``sasl_ssl`` it also listens with SASL_SSL (``local-kafka.sh --sasl-ssl-port``) and
+    enforces ACLs; ``users`` (besides ``admin``, the super user) get random passwords.
     Retries on fresh ports when another process grabbed a port in between. Raises
     ``ServiceError`` (with the script output and log tail) when it does not come up."""
     if shutil.which("java") is None:
@@ -186,6 +246,18 @@ def start_kafka(data_dir: Path, attempts: int = 2) -> KafkaBroker:
             "KAFKA_START_TIMEOUT_S": "60",
         }
         broker = KafkaBroker(port, controller_port, directory, env)
+        if sasl_ssl:
+            broker.sasl_ssl_port = free_port()
+            broker.users = {name: uuid.uuid4().hex for name in ("admin", *users)}
+            directory.mkdir(parents=True, exist_ok=True)
+            users_file = directory / "scram-users"
+            users_file.write_text(
+                "".join(f"{name} {password}\n" for name, password in broker.users.items()),
+                encoding="utf-8",
+            )
+            users_file.chmod(0o600)
+            env["KAFKA_SASL_SSL_PORT"] = str(broker.sasl_ssl_port)
+            env["KAFKA_SCRAM_USERS_FILE"] = str(users_file)
         try:
             result = broker.script("start")
         except subprocess.TimeoutExpired:
@@ -206,6 +278,28 @@ def start_kafka(data_dir: Path, attempts: int = 2) -> KafkaBroker:
 def kcat_path() -> str | None:
     """Path of the ``kcat`` binary (Debian package ``kcat``), or None."""
     return shutil.which("kcat") or shutil.which("kafkacat")
+
+
+def kcat_scram_env(work_dir: Path) -> dict[str, str]:
+    """Environment that lets Debian's kcat authenticate with SCRAM to Kafka 4.
+
+    Debian 12's librdkafka 2.0.2 computes the SCRAM client proof over a doubled nonce, which
+    Kafka 4 rejects ("invalid credentials"; fixed in librdkafka 2.6.1, edenhill/kcat#462).
+    kcat keeps its ABI-stable librdkafka.so.1 interface, so it runs unchanged on the newer
+    librdkafka that the ``confluent-kafka`` wheel (a dev dependency) bundles."""
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        raise ServiceError(f"confluent-kafka (dev extra) is needed for kcat: {exc}") from exc
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    found = sorted(libs.glob("librdkafka-*.so.1")) if libs.is_dir() else []
+    if not found:
+        raise ServiceError(f"no bundled librdkafka in {libs}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    link = work_dir / "librdkafka.so.1"
+    if not link.exists():
+        link.symlink_to(found[0])
+    return {**os.environ, "LD_LIBRARY_PATH": str(work_dir)}
 
 
 # ----------------------------------------------------------------------------- Prometheus

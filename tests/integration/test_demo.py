@@ -107,17 +107,25 @@ def test_demo_trains_scores_the_whole_split_and_stops_what_it_started(tmp_path: 
     assert _number(r"flagged; (\d+) alerts", out) == str(flagged)
     assert 0 < flagged < 1000
 
-    # Precision and recall measured from the stream equal the artifact's recorded test metrics.
-    recorded = meta["metrics"]["test"]
-    assert float(_number(r"quality +precision (\d\.\d+)", out)) == pytest.approx(
-        recorded["precision"], abs=5e-5
-    )
-    assert float(_number(r"recall (\d\.\d+) \(positive = normal", out)) == pytest.approx(
-        recorded["recall"], abs=5e-5
-    )
-    assert f"anomaly precision {recorded['anomaly_precision']:.4f}" in out
+    # Same windows, other batch sizes: equal under the score-agreement contract, whatever
+    # BLAS kernel this CPU runs (worker.core.agreement); borderline windows are listed.
+    assert re.search(
+        r"offline check  all 1000 streamed scores agree with ecg-score \(max error difference "
+        r"\S+, tolerance \S+ at the threshold; \d+ borderline",
+        out,
+    ), out
+    # The stream's metrics equal the artifact's recorded test metrics up to what flipped
+    # borderline windows explain (stream_summary.metric_differences); with none, exactly.
     assert "stream metrics match the artifact's recorded test metrics" in out
-    assert "offline check  all 1000 streamed scores equal ecg-score's error and flag" in out
+    if "(0 borderline windows)" in out:
+        recorded = meta["metrics"]["test"]
+        assert float(_number(r"quality +precision (\d\.\d+)", out)) == pytest.approx(
+            recorded["precision"], abs=5e-5
+        )
+        assert float(_number(r"recall (\d\.\d+) \(positive = normal", out)) == pytest.approx(
+            recorded["recall"], abs=5e-5
+        )
+        assert f"anomaly precision {recorded['anomaly_precision']:.4f}" in out
     # The worker's own counters, scraped before it stopped, equal what was sent and read back.
     assert (
         f"metrics        consumed 1000, scored 1000, rejected 0, anomalous {flagged} "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import orjson
@@ -14,7 +15,7 @@ import pytest
 from referencing import Registry, Resource
 
 from tests.builders import synthetic_windows
-from tests.integration.test_worker_stream import Env, env, score_docs  # noqa: F401 - fixture
+from tests.integration.test_worker_stream import Env, env  # noqa: F401 - fixture
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.message_schemas import (
     ANOMALY,
@@ -67,9 +68,10 @@ def test_real_outputs_validate_and_site_schema_failures_are_dead_letters(
     env.send(malformed, key=b"bad")
 
     bootstrap = env.broker.bootstrap_servers
-    scores = score_docs(read(bootstrap, env.topics.scores, n, exact_wait_s=0.5))
+    # The raw JSON documents: the schemas judge what is on the wire.
+    scores = json_docs(read(bootstrap, env.topics.scores, n, exact_wait_s=0.5))
     flagged = [s for s in scores if s["anomaly"]]
-    anomalies = score_docs(read(bootstrap, env.topics.anomalies, len(flagged), exact_wait_s=0.5))
+    anomalies = json_docs(read(bootstrap, env.topics.anomalies, len(flagged), exact_wait_s=0.5))
     dead = read(bootstrap, env.topics.dead_letter, len(malformed), exact_wait_s=0.5)
     headers = [{k: v.decode("utf-8") for k, v in r.headers} for r in dead]
 
@@ -87,3 +89,7 @@ def test_real_outputs_validate_and_site_schema_failures_are_dead_letters(
     assert {r.value for r in dead} == set(malformed)  # original bytes
     assert all("device" in h["dlq.detail"] for h in headers if h["dlq.reason"] == "schema")
     assert worker.terminate() == 0
+
+
+def json_docs(records: list[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]

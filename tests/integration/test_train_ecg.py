@@ -1,6 +1,6 @@
 """``ecg-train ecg`` end to end on the default data (ECG5000, offline): trains briefly, writes
 an artifact the worker can load, a report with real PNGs, and ``ecg-score`` on the test
-split reproduces the recorded metrics exactly."""
+split reproduces the recorded metrics (under the score-agreement contract)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.training_helpers import cli_path, ecg_train
 from trainer.ecg.data import load_ecg, tutorial_split
+from worker.core.agreement import compare_metrics
 from worker.core.artifact import load_ecg_artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,12 +80,23 @@ def test_train_then_score_reproduces_metrics(
         timeout=60,
     )
     assert scored.returncode == 0, scored.stderr
-    assert json.loads(metrics.read_text()) == recorded  # exactly, every metric and count
     records = [json.loads(line) for line in scores.read_text().splitlines()]
     assert len(records) == 1000
     flags = np.array([r["anomaly"] for r in records])
     errors = np.array([r["error"] for r in records])
-    np.testing.assert_array_equal(flags, errors >= artifact.threshold)
+    labels = np.array([r["label"] for r in records])
+    np.testing.assert_array_equal(flags, errors >= np.float32(artifact.threshold))
+    # ecg-score's metrics are the recorded ones, up to what borderline windows explain
+    # (worker.core.agreement); on this machine, in one batch, they are the same numbers.
+    written = json.loads(metrics.read_text())
+    assert {k: written[k] for k in ("windows", "normal", "anomalous")} == {
+        k: recorded[k] for k in ("windows", "normal", "anomalous")
+    }
+    compared = compare_metrics(
+        recorded, labels, errors, flags, threshold=artifact.threshold, window_length=140
+    )
+    assert len(compared) == 7
+    assert [c.describe() for c in compared if not c.agrees] == []
 
     report = out / "report"
     for name in FIGURES:

@@ -29,6 +29,7 @@ from kafka.admin import KafkaAdminClient
 from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
 from tests.integration.worker_helpers import read_topic as read
+from worker.core.agreement import compare_scores
 from worker.core.artifact import load_ecg_artifact
 from worker.core.codec import Score, decode_score
 from worker.core.scorer import Scorer
@@ -208,14 +209,21 @@ def test_valid_windows_get_one_score_each_equal_to_offline_scoring(env: Env) -> 
     offline = Scorer(load_ecg_artifact(env.artifact_dir)).score(windows)
     by_id = {s.id: s for s in scores}
     assert len(scores) == n and sorted(by_id) == ids  # exactly one score per id
-    for i, record_id in enumerate(ids):
+    agreement = compare_scores(
+        offline.errors,
+        offline.anomalies,
+        np.array([by_id[i].error for i in ids]),
+        np.array([by_id[i].anomaly for i in ids]),
+        threshold=env.artifact.threshold,
+        window_length=env.artifact.window_length,
+    )
+    assert agreement.ok, [d.describe(ids[d.index]) for d in agreement.disagreements]
+    for record_id in ids:
         s = by_id[record_id]
-        assert abs(s.error - float(offline.errors[i])) <= 1e-6
-        assert s.anomaly is bool(offline.anomalies[i])
         assert s.model_version == env.artifact.model_version
         assert s.fields == {"label": 1}
         assert s.source.topic == env.topics.input
-    flagged = {ids[i] for i in range(n) if offline.anomalies[i]}
+    flagged = {i for i in ids if by_id[i].anomaly}
     assert 0 < len(flagged) < n
     anomalies = score_docs(
         read(env.broker.bootstrap_servers, env.topics.anomalies, len(flagged), exact_wait_s=0.5)
@@ -372,7 +380,14 @@ def test_kcat_produces_a_window_and_reads_its_score(env: Env, kcat: str) -> None
     doc = decode_score(value.encode())
     assert key == "device-7" and doc.id == "kcat-1"
     offline = Scorer(env.artifact).score(np.array([window]))
-    assert abs(doc.error - float(offline.errors[0])) <= 1e-6
+    assert compare_scores(
+        offline.errors,
+        offline.anomalies,
+        np.array([doc.error]),
+        np.array([doc.anomaly]),
+        threshold=env.artifact.threshold,
+        window_length=env.artifact.window_length,
+    ).ok
     assert worker.terminate() == 0
 
 

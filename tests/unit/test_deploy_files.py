@@ -78,7 +78,7 @@ def test_compose_worker_uses_real_overrides_and_the_dockerfile(compose: dict[str
     assert worker["build"] == "."
     assert set(worker["environment"]) <= ENV_NAMES
     assert dockerfile_env <= ENV_NAMES
-    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    assert dockerfile.startswith("#") and "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
     assert 'CMD ["ecg-worker", "--config", "/app/deploy/worker.yaml"]' in dockerfile
     assert "COPY deploy ./deploy" in dockerfile
     assert (ROOT / "deploy" / "worker.yaml").is_file()
@@ -140,7 +140,7 @@ def test_k8s_sketch_is_a_valid_worker_deployment() -> None:
     port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
     config_mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
 
-    assert set(docs) == {"ConfigMap", "Deployment", "Service"}
+    assert set(docs) == {"ConfigMap", "Deployment", "Service", "NetworkPolicy"}
     assert config.metrics.port == port == 9108
     assert config.metrics.host == "0.0.0.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -151,3 +151,135 @@ def test_k8s_sketch_is_a_valid_worker_deployment() -> None:
         docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
     )
     assert pod["terminationGracePeriodSeconds"] >= 30
+
+
+# --------------------------------------------------------------------------- hardening (issue 11)
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((ROOT / "deploy/k8s/worker.yaml").read_text(encoding="utf-8")))
+
+
+def _lock_names(path: Path) -> set[str]:
+    return {
+        m.group(1).lower().replace("_", "-")
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", path.read_text(encoding="utf-8"), re.M)
+    }
+
+
+def test_dockerfile_base_image_is_pinned_by_digest_and_runs_as_a_numeric_user() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    images = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+
+    assert images and all(image == "${PYTHON_IMAGE}" for image in images)
+    assert DIGEST.search(args["PYTHON_IMAGE"]), args["PYTHON_IMAGE"]
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert ":latest" not in text
+
+
+def test_dockerfile_installs_only_hash_locked_dependencies() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    installs = re.findall(r"pip (?:install|wheel) ([^\n]+)", text)
+
+    for lock in ("requirements/worker.lock", "requirements/build.lock"):
+        assert f"--require-hashes --only-binary=:all: -r {lock}" in text
+    # Everything else pip touches is our own wheel, without dependencies.
+    for command in installs:
+        assert "--require-hashes" in command or "--no-deps" in command, command
+
+
+@pytest.mark.parametrize("lock", ["requirements/worker.lock", "requirements/build.lock"])
+def test_every_locked_requirement_is_pinned_with_hashes(lock: str) -> None:
+    text = (ROOT / lock).read_text(encoding="utf-8")
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", text.split("\n", 1)[1])
+    requirements = [b for b in blocks if re.match(r"[A-Za-z0-9_.-]+==", b)]
+
+    assert requirements
+    for block in requirements:
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", block), block.splitlines()[0]
+
+
+def test_worker_lock_covers_every_runtime_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = {
+        re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
+        for dep in project["dependencies"]
+    }
+    assert wanted <= _lock_names(ROOT / "requirements/worker.lock")
+
+
+def test_k8s_pod_is_hardened_and_pinned() -> None:
+    docs = {d["kind"]: d for d in _k8s_docs()}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    image = container["image"]
+    assert ":" in image and not image.endswith(":latest"), image
+
+
+def test_k8s_secret_comes_from_a_secret_volume_never_the_configmap() -> None:
+    docs = {d["kind"]: d for d in _k8s_docs()}
+    raw = yaml.safe_load(docs["ConfigMap"]["data"]["worker.yaml"])
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    secret_volumes = {v["name"] for v in pod["volumes"] if "secret" in v}
+    secret_mounts = [
+        m["mountPath"] for m in container["volumeMounts"] if m["name"] in secret_volumes
+    ]
+
+    assert not any("password" in key for key in raw["kafka"]["client"])
+    assert raw["kafka"]["client"]["security_protocol"] == "SASL_SSL"
+    assert any(env["ECG_SASL_PASSWORD_FILE"].startswith(f"{m}/") for m in secret_mounts)
+    assert set(env) <= ENV_NAMES
+
+
+def test_k8s_network_policy_admits_only_prometheus_to_the_metrics_port() -> None:
+    docs = {d["kind"]: d for d in _k8s_docs()}
+    policy = docs["NetworkPolicy"]["spec"]
+    labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9108}]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert "namespaceSelector" in source
+
+
+def test_compose_services_have_healthchecks_and_restart_policies(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert service.get("restart") in ("on-failure", "unless-stopped", "always"), name
+        image = service.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), f"{name}: {image!r}"
+    worker = compose["services"]["worker"]
+    # An unhealthy worker is ended by its health check and restarted: needs an init as PID 1.
+    assert worker["init"] is True
+    assert "deploy/docker/healthcheck.py" in " ".join(worker["healthcheck"]["test"])
+    assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"]
+
+
+def test_compose_grafana_has_no_default_password(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    source = compose["secrets"]["grafana_admin_password"]["file"]
+
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert grafana["secrets"] == ["grafana_admin_password"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD_FILE:\?[^}]+\}", source)  # required

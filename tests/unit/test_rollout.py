@@ -344,11 +344,11 @@ def test_post_reload_answers_with_the_outcome_and_is_off_by_default() -> None:
         calls.append("reload")
         return 409, "refused: bad artifact\n"
 
-    server = MetricsServer(registry, health, "127.0.0.1", 0, {"/reload": reload}).start()
+    server = MetricsServer(registry, health, "127.0.0.1", 0, actions={"/reload": reload}).start()
     try:
-        assert _post(plain.port, "/reload")[0] == 404
+        assert _post(plain.port, "/reload")[0] == 405
         assert _post(server.port, "/reload") == (409, "refused: bad artifact\n")
-        assert _post(server.port, "/metrics")[0] == 404
+        assert _post(server.port, "/metrics")[0] == 405
     finally:
         plain.stop()
         server.stop()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.oracles import abnormal_segments
+from worker.core.agreement import compare_scores
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
 from worker.core.errors import DataError
 from worker.core.scorer import Scorer
@@ -72,9 +73,17 @@ def test_saved_keras_model_loads_and_agrees(trained) -> None:
 
 def test_one_row_scores_like_in_a_batch(trained) -> None:
     _, scorer, raw = trained
-    batch = scorer.score(raw).errors
-    single = np.array([scorer.score(raw[i : i + 1]).errors[0] for i in range(len(raw))])
-    np.testing.assert_allclose(single, batch, atol=1e-7)
+    batch = scorer.score(raw)
+    singles = [scorer.score(raw[i : i + 1]) for i in range(len(raw))]
+    agreement = compare_scores(
+        batch.errors,
+        batch.anomalies,
+        np.array([s.errors[0] for s in singles]),
+        np.array([s.anomalies[0] for s in singles]),
+        threshold=scorer.threshold,
+        window_length=scorer.window_length,
+    )
+    assert agreement.ok and agreement.compared == len(raw)
 
 
 @pytest.mark.parametrize("shape", [(3, 139), (140,), (2, 2, 140)])

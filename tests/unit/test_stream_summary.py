@@ -3,17 +3,20 @@ and the worker's scraped counters against the stream."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from clients.stream_summary import (
+    MetricCheck,
     ScoreRecord,
     StreamTally,
     format_summary,
     metric_differences,
-    offline_mismatches,
+    offline_check,
     parse_score,
     problems,
     summarise,
@@ -130,13 +133,37 @@ def test_problems_name_missing_scores_dead_letters_lost_alerts_and_wrong_model()
     assert any("the artifact is another-version" in p for p in found)
 
 
-def test_metric_differences_beyond_rounding_are_reported():
-    stream = {"precision": 0.5, "recall": 0.75, "roc_auc": None}
-    assert metric_differences(stream, {"precision": 0.5, "recall": 0.75}) == []
-    assert metric_differences(stream, {"precision": 0.5, "recall": 0.7}) == [
-        "recall 0.7500 (stream) vs 0.7000 (artifact)"
-    ]
-    assert metric_differences(stream, None) == []
+def test_metric_differences_beyond_what_borderline_windows_explain_are_reported():
+    # threshold 0.5: no stream error is within the tolerance of it, so nothing may differ
+    summary = summarise(_four_window_run(), sent=4, first_send_ms=1000)
+    check = metric_differences(summary, dict(summary.metrics), threshold=0.5, window_length=140)
+    assert check == MetricCheck(borderline=0, differences=(), explained=())
+    recorded = {**summary.metrics, "recall": 0.75}
+    check = metric_differences(summary, recorded, threshold=0.5, window_length=140)
+    assert check.differences == (
+        "recall 0.5000 (stream) vs 0.7500 (artifact), outside [0.5000, 0.5000]",
+    )
+    assert "DIFFER" in check.line()
+    assert metric_differences(summary, None, threshold=0.5, window_length=140).differences == ()
+
+
+def test_metric_differences_within_borderline_flips_are_shown_not_failed():
+    # Window 1 (normal, error 0.9, flagged) sits on the threshold: scored elsewhere it may
+    # pass, giving 1 false alert fewer: recall (positive = normal) 1/2 -> 2/2.
+    summary = summarise(_four_window_run(), sent=4, first_send_ms=1000)
+    recorded = {**summary.metrics, "recall": 1.0, "precision": 2 / 3, "accuracy": 0.75}
+    recorded.update(anomaly_precision=1.0, anomaly_recall=0.5, anomaly_f1=2 / 3)
+    check = metric_differences(summary, recorded, threshold=0.9, window_length=140)
+    assert check.borderline == 1 and check.differences == ()
+    assert "recall 0.5000 (stream) vs 1.0000 (artifact)" in check.explained
+    assert check.line().startswith(
+        "stream metrics match the artifact's recorded test metrics as far as 1 borderline "
+        "windows explain: accuracy 0.5000 (stream) vs 0.7500 (artifact)"
+    )
+    # A flip of a window far from the threshold (0.8, anomalous) is not explained.
+    recorded = {**summary.metrics, "anomaly_recall": 0.0}
+    check = metric_differences(summary, recorded, threshold=0.9, window_length=140)
+    assert [d.split(" ")[0] for d in check.differences] == ["anomaly_recall"]
 
 
 def test_formatted_summary_shows_every_number_and_the_comparison():
@@ -147,6 +174,7 @@ def test_formatted_summary_shows_every_number_and_the_comparison():
         "profile": "tutorial",
         "threshold": 0.5,
         "threshold_rule": "mean_std",
+        "window_length": 140,
     }
     text = format_summary(
         summary, run_id="demo-1", topics=topics, artifact=artifact, recorded_metrics=summary.metrics
@@ -160,7 +188,7 @@ def test_formatted_summary_shows_every_number_and_the_comparison():
         "latency        p50 25 ms, p99 40 ms, max 40 ms",
         "precision 0.5000, recall 0.5000 (positive = normal",
         "anomaly precision 0.5000, anomaly recall 0.5000 (positive = anomaly)",
-        "stream metrics match the artifact's recorded test metrics",
+        "stream metrics match the artifact's recorded test metrics (0 borderline windows)",
     ):
         assert expected in text
     differing = {**summary.metrics, "accuracy": 0.9}
@@ -174,7 +202,7 @@ def _streamed(window_id: str, error: float, anomaly: bool) -> ScoreRecord:
     return ScoreRecord(window_id, error, anomaly, None, None, None, None)
 
 
-def test_offline_check_accepts_exact_stream_scores_and_names_any_difference(ecg_artifact):
+def test_offline_check_accepts_last_bit_differences_and_names_real_ones(ecg_artifact):
     scorer = Scorer(ecg_artifact)
     values = synthetic_windows(3, seed=4)
     offline = scorer.score(values)
@@ -184,15 +212,43 @@ def test_offline_check_accepts_exact_stream_scores_and_names_any_difference(ecg_
         f"w{i}": _streamed(f"w{i}", float(offline.errors[i]), bool(offline.anomalies[i]))
         for i in range(3)
     }
-    assert offline_mismatches(windows, exact, scorer) == []
-
+    check = offline_check(windows, exact, scorer)
+    assert check.problems() == []
+    assert check.line().startswith(
+        "offline check  all 3 streamed scores agree with ecg-score (max error difference 0, "
+        "tolerance "
+    )
+    # Another BLAS kernel: one float32 step off. Agrees, and the difference is shown.
     off_by_one_ulp = float(np.nextafter(offline.errors[1], np.float32(1.0)))
     drifted = {**exact, "w1": _streamed("w1", off_by_one_ulp, bool(offline.anomalies[1]))}
+    check = offline_check(windows, drifted, scorer)
+    assert check.problems() == []
+    assert f"max error difference {off_by_one_ulp - float(offline.errors[1]):.2g}" in check.line()
+    # A real difference, and a flag flipped far from the threshold, break the contract.
+    wrong = {**exact, "w1": _streamed("w1", float(offline.errors[1]) + 1e-4, False)}
     flipped = {**exact, "w2": _streamed("w2", float(offline.errors[2]), not offline.anomalies[2])}
-    assert [m.split(":")[0] for m in offline_mismatches(windows, drifted, scorer)] == ["w1"]
-    assert [m.split(":")[0] for m in offline_mismatches(windows, flipped, scorer)] == ["w2"]
+    assert [m.split(":")[0] for m in offline_check(windows, wrong, scorer).problems()] == ["w1"]
+    check = offline_check(windows, flipped, scorer)
+    assert [m.split(":")[0] for m in check.problems()] == ["w2"]
+    assert check.line().startswith("offline check  1 of 3 streamed scores DIFFER from ecg-score")
     # Windows the stream never scored are the summary's "missing", not a mismatch.
-    assert offline_mismatches(windows, {"w0": exact["w0"]}, scorer) == []
+    assert offline_check(windows, {"w0": exact["w0"]}, scorer).agreement.compared == 1
+
+
+def test_offline_check_shows_borderline_windows_by_name(ecg_artifact):
+    scorer = Scorer(ecg_artifact)
+    values = synthetic_windows(2, seed=4)
+    offline = scorer.score(values)
+    at_threshold = dataclasses.replace(ecg_artifact, threshold=float(offline.errors[0]))
+    scorer = Scorer(at_threshold)  # window a's error is exactly the threshold
+    below = float(np.nextafter(offline.errors[0], np.float32(0.0)))
+    streamed = {
+        "a": _streamed("a", below, False),  # one step below: not flagged, the offline one is
+        "b": _streamed("b", float(offline.errors[1]), bool(offline.errors[1] >= offline.errors[0])),
+    }
+    check = offline_check({"a": values[0], "b": values[1]}, streamed, scorer)
+    assert check.problems() == []
+    assert check.line().endswith("1 borderline: a (flag differs))")
 
 
 def _worker_scrape(ecg_artifact, batches: list[BatchReport]) -> str:

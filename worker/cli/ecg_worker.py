@@ -15,6 +15,7 @@ import sys
 from worker.cli_support.runner import run_cli
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig, env_help
+from worker.service.secrets import install_log_redaction, secret_values
 
 log = logging.getLogger("ecg-worker")
 DEFAULT_CONFIG = "deploy/worker.yaml"
@@ -60,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     from worker.service.app import run  # imports numpy: after the BLAS settings
 
     def body() -> int:
         try:
-            return run(WorkerConfig.from_yaml(args.config))
+            config = WorkerConfig.from_yaml(args.config)
+            # From here on no log line, at any level, shows the SASL or key password.
+            install_log_redaction(secret_values(config.kafka.client))
+            return run(config)
         except BrokerError as exc:
             log.error("Kafka failure: %s", exc)
             raise

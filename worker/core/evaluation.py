@@ -56,13 +56,7 @@ def detection_metrics(
     tn = int((~flags & ~anomaly).sum())
     fn = int((~flags & anomaly).sum())
     return {
-        "accuracy": (tp + tn) / y.size,
-        # positive = normal (the tutorial): a "normal" prediction is an unflagged window
-        "precision": _ratio(tn, tn + fn),
-        "recall": _ratio(tn, tn + fp),
-        "anomaly_precision": _ratio(tp, tp + fp),
-        "anomaly_recall": _ratio(tp, tp + fn),
-        "anomaly_f1": _ratio(2 * tp, (tp + fn) + (tp + fp)),
+        **count_metrics(tp, fp, tn, fn),
         "roc_auc": roc_auc(anomaly, scores),
         "windows": int(y.size),
         "normal": int((~anomaly).sum()),
@@ -71,6 +65,20 @@ def detection_metrics(
         "fp": fp,
         "tn": tn,
         "fn": fn,
+    }
+
+
+def count_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
+    """The metrics that depend only on the confusion counts (positive = anomaly in the
+    counts): all of ``METRIC_NAMES`` except ``roc_auc``."""
+    return {
+        "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
+        # positive = normal (the tutorial): a "normal" prediction is an unflagged window
+        "precision": _ratio(tn, tn + fn),
+        "recall": _ratio(tn, tn + fp),
+        "anomaly_precision": _ratio(tp, tp + fp),
+        "anomaly_recall": _ratio(tp, tp + fn),
+        "anomaly_f1": _ratio(2 * tp, (tp + fn) + (tp + fp)),
     }
 
 

@@ -60,7 +60,9 @@ def run(config: WorkerConfig) -> int:
         else None
     )  # fmt: skip
     try:
-        server = MetricsServer(registry, health, config.metrics.host, config.metrics.port, actions)
+        server = MetricsServer(
+            registry, health, config.metrics.host, config.metrics.port, actions=actions
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc} "

@@ -8,6 +8,7 @@ cross-checked, and a fixed list of ``ECG_*`` environment variables overrides sin
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from worker.core import wire
 from worker.core.errors import ConfigError
+from worker.service import secrets
 
 # kafka-python settings the worker owns: passing them through would break the delivery
 # protocol (auto-commit, acks) or the wire format (serialisers).
@@ -220,7 +222,8 @@ class WorkerConfig:
         cls, raw: Mapping[str, Any], where: str = "config", env: Mapping[str, str] | None = None
     ) -> WorkerConfig:
         """Build from an already-parsed mapping (same rules as ``from_yaml``)."""
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        # A deep copy: env overrides write into nested sections such as kafka.client.
+        data = copy.deepcopy({k: v for k, v in raw.items()})
         _apply_env(data, os.environ if env is None else env)
         config = _build(cls, data, where)
         _cross_check(config, where)
@@ -279,11 +282,10 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
                 "POST /reload, /promote on the metrics address"),
     EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
                 "none | builtin | schema file path"),
-    # Credentials from a Kubernetes Secret (the Helm chart) rather than the config file.
-    EnvOverride("ECG_SASL_USERNAME", ("kafka", "client", "sasl_plain_username"), str,
-                "SASL user name"),
-    EnvOverride("ECG_SASL_PASSWORD", ("kafka", "client", "sasl_plain_password"), str,
-                "SASL password (never logged)"),
+    # Kafka security settings and credentials (a Kubernetes Secret, the Helm chart): the
+    # list is in worker.service.secrets; secrets are never logged.
+    *(EnvOverride(name, ("kafka", "client", key), str, text)
+      for name, key, text in secrets.SECURITY_ENV),
 )  # fmt: skip
 
 
@@ -291,7 +293,7 @@ def env_help() -> str:
     """The environment overrides as lines for ``--help``."""
     lines = ["environment overrides (applied on top of the config file):"]
     for item in ENV_OVERRIDES:
-        lines.append(f"  {item.name:<24} {'.'.join(item.path):<26} {item.help}")
+        lines.append(f"  {item.name:<24} {'.'.join(item.path):<38} {item.help}")
     return "\n".join(lines)
 
 
@@ -313,6 +315,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 raise ConfigError(f"config: section {part!r} must be a mapping")
             target = section
         target[item.path[-1]] = value
+        # A secret from the environment replaces the file in the config, and vice versa.
+        other = secrets.sibling(item.path[-1])
+        if other is not None:
+            target.pop(other, None)
 
 
 # --------------------------------------------------------------------------- building
@@ -367,7 +373,7 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
             )
         return tuple(servers)
     if dotted == "kafka.client":
-        return _client_settings(value, where)
+        return _client_settings(secrets.resolve_secret_files(value, where), where)
     if dotted == "shadow_artifact":
         if value is None:
             return None

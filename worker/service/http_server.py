@@ -5,19 +5,38 @@
   it stopped or stalled (a restart is the fix).
 - ``/readyz``: 200 only when the model is loaded and input partitions are assigned; 503
   otherwise (during start-up, a rebalance, or when a worker has no partition).
+- ``POST`` actions (``/reload``, ``/promote`` with ``reload.http: true``): none by default.
 
-It runs on a daemon thread (stdlib ``ThreadingHTTPServer``); ``port=0`` binds any free
-port, reported by ``MetricsServer.port``.
+The server is waitress (a well-kept pure-Python WSGI server) on one daemon thread. Unlike
+a thread per connection, its event loop reads requests without a thread each, so slow or
+half-open clients cannot starve the probes: a connection idle for
+``CONNECTION_TIMEOUT_S`` is closed, at most ``MAX_CONNECTIONS`` are open at once (more wait
+in the listen backlog), a request head is capped at ``MAX_HEADER_BYTES``, and only complete
+requests reach the ``THREADS`` handler threads. ``port=0`` binds any free port, reported by
+``MetricsServer.port``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from waitress import wasyncore
+from waitress.server import create_server
+
+# A scrape or probe is one small request sent at once: 5 s without a byte means the client
+# is gone or stalling on purpose. (Between scrapes Prometheus simply reconnects.)
+CONNECTION_TIMEOUT_S = 5
+# Prometheus, two probes and a few humans need a handful. A stalled connection costs a socket
+# and a small buffer, no thread, so the cap is generous: beyond it new connections (probes
+# too) wait in the listen backlog until stalled ones time out. It stays well below the usual
+# 1024 open files a container gets.
+MAX_CONNECTIONS = 256
+MAX_HEADER_BYTES = 8192
+THREADS = 2
 
 
 class HealthState:
@@ -79,21 +98,33 @@ class MetricsServer:
         health: HealthState,
         host: str,
         port: int,
-        actions: Mapping[str, Callable[[], tuple[int, str]]] | None = None,
+        connection_timeout_s: int = CONNECTION_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
-        """``actions``: POST paths (e.g. ``/reload``) -> handler returning (status, text);
-        none by default."""
-        handler = _make_handler(registry, health, dict(actions or {}))
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        """``actions``: POST paths (e.g. ``/reload``) -> handler returning (status, text)."""
+        self._server: Any = create_server(
+            make_app(registry, health, actions),
+            host=host,
+            port=port,
+            threads=THREADS,
+            channel_timeout=connection_timeout_s,
+            # How often idle connections are looked for: at most a second late.
+            cleanup_interval=1,
+            connection_limit=max_connections,
+            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_body_size=0,
+            ident="ecg-worker",
+            clear_untrusted_proxy_headers=True,
+        )
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ecg-metrics-http", daemon=True
+            target=self._server.run, name="ecg-metrics-http", daemon=True
         )
 
     @property
     def port(self) -> int:
         """The bound port (the real one when configured with 0)."""
-        return int(self._server.server_address[1])
+        return int(self._server.effective_port)
 
     def start(self) -> MetricsServer:
         """Start serving; returns self."""
@@ -101,48 +132,72 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop serving, close every connection and release the port."""
+        server = self._server
+        if self._thread.is_alive():
+            # Sockets belong to the event loop's thread: close them there (the trigger runs
+            # the function in that thread); the loop ends when nothing is left to watch.
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            self._thread.join(timeout=5)
+        else:
+            wasyncore.close_all(server._map)
+        server.task_dispatcher.shutdown()
 
 
-def _make_handler(
+Environ = dict[str, Any]
+Action = Callable[[], tuple[int, str]]
+StartResponse = Callable[..., Any]
+TEXT = "text/plain; charset=utf-8"
+
+
+def make_app(
     registry: CollectorRegistry,
     health: HealthState,
-    actions: Mapping[str, Callable[[], tuple[int, str]]],
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            action = actions.get(self.path.split("?", 1)[0])
-            if action is None:
-                self._send(404, b"not found\n", "text/plain")
-                return
-            status, text = action()
-            self._send(status, text.encode(), "text/plain; charset=utf-8")
+    actions: Mapping[str, Action] | None = None,
+) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
+    """The WSGI application: prometheus_client's exposition for /metrics, the probes, the
+    POST ``actions`` (none unless given), 404."""
+    metrics_app = make_wsgi_app(registry)
+    posts = dict(actions or {})
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._status(*health.alive())
-            elif path == "/readyz":
-                self._status(*health.ready())
-            else:
-                self._send(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") == "POST" and path in posts:
+            code, text = posts[path]()
+            return _reply(start_response, code, text.encode())
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _reply(start_response, 405, b"only GET and HEAD\n", [("Allow", "GET, HEAD")])
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            return _status(start_response, *health.alive())
+        if path == "/readyz":
+            return _status(start_response, *health.ready())
+        return _reply(start_response, 404, b"not found: try /metrics, /healthz, /readyz\n")
 
-        def _status(self, ok: bool, reason: str) -> None:
-            self._send(200 if ok else 503, f"{reason}\n".encode(), "text/plain; charset=utf-8")
+    return app
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            """Scrapes every few seconds would flood the log; stay quiet."""
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    503: "Service Unavailable",
+}
 
-    return Handler
+
+def _status(start_response: StartResponse, ok: bool, reason: str) -> list[bytes]:
+    return _reply(start_response, 200 if ok else 503, f"{reason}\n".encode())
+
+
+def _reply(
+    start_response: StartResponse,
+    code: int,
+    body: bytes,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    headers = [("Content-Type", TEXT), ("Content-Length", str(len(body))), *(extra or [])]
+    start_response(f"{code} {_REASONS[code]}", headers)
+    return [body]

@@ -18,6 +18,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
+from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.rebalance import PartitionTracker
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,18 @@ def ensure_topics(config: WorkerConfig) -> None:
         k: v for k, v in config.kafka.client.items() if k in KafkaAdminClient.DEFAULT_CONFIG
     }
     timeout_ms = config.startup.timeout_ms
-    try:
-        admin = KafkaAdminClient(
-            **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
-        )
-    except KafkaError as exc:
-        raise BrokerError(
-            f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms ({exc!r}); "
-            "is the broker running? (make kafka-start)"
-        ) from exc
+    # The first connection is where a wrong password or an untrusted certificate shows.
+    with diagnosing(settings.get("security_protocol", "PLAINTEXT")) as diagnosis:
+        try:
+            admin = KafkaAdminClient(
+                **{**settings, **_common(config), "request_timeout_ms": min(timeout_ms, 30000)}
+            )
+        except KafkaError as exc:
+            hint = "" if diagnosis.cause() else "; is the broker running? (make kafka-start)"
+            raise BrokerError(
+                f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms: "
+                f"{explain(exc, diagnosis)}{hint}"
+            ) from exc
     try:
         existing = set(admin.list_topics())
         missing = [t for t in config.required_topics() if t not in existing]
@@ -81,7 +85,8 @@ def ensure_topics(config: WorkerConfig) -> None:
             _create(admin, config, missing)
         elif missing:
             raise BrokerError(
-                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, or set "
+                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, "
+                "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
                 "topics.create_topics: true for development)"
             )
     except KafkaError as exc:

@@ -44,8 +44,9 @@ from worker.service.rollout_metrics import RolloutMetrics
 from worker.service.shadow import score_shadow
 
 log = logging.getLogger(__name__)
-# How long an HTTP request waits for the loop to act on it.
-HTTP_WAIT_S = 30.0
+# How long an HTTP request waits for the loop to act on it (it holds one of the metrics
+# server's two handler threads meanwhile; the loop comes round every few hundred ms).
+HTTP_WAIT_S = 10.0
 
 
 class Rollout:
