@@ -37,7 +37,7 @@ from worker.service.metrics import WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 from worker.service.rollout import Rollout
 from worker.service.rollout_metrics import RolloutMetrics
-from worker.service.shadow import Agreement
+from worker.service.shadow import FlagAgreement
 
 IN, SCORES, ANOM, SHADOW = "ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.scores.shadow"
 POLL_S = 1.0
@@ -272,7 +272,7 @@ def test_shadow_scores_go_to_their_topic_and_agreement_matches_offline(tmp_path:
     assert {decode_score(s.value).model_version for s in rig.producer.by_topic(ANOM)} <= {
         rig.artifact.model_version
     }
-    offline = Agreement.of(
+    offline = FlagAgreement.of(
         Scorer(rig.artifact).score(windows).anomalies, Scorer(shadow).score(windows).anomalies
     )
     versions = {"primary_version": rig.artifact.model_version,

@@ -18,7 +18,7 @@ from worker.service.delivery import Outgoing
 
 
 @dataclass(frozen=True)
-class Agreement:
+class FlagAgreement:
     """Per-window agreement counts of one batch."""
 
     both: int
@@ -27,7 +27,7 @@ class Agreement:
     neither: int
 
     @classmethod
-    def of(cls, primary: np.ndarray, shadow: np.ndarray) -> Agreement:
+    def of(cls, primary: np.ndarray, shadow: np.ndarray) -> FlagAgreement:
         """Count from two aligned boolean arrays of anomaly flags."""
         p, s = np.asarray(primary, bool), np.asarray(shadow, bool)
         return cls(
@@ -53,7 +53,7 @@ class ShadowBatch:
 
     messages: list[Outgoing]
     scores: Scores
-    agreement: Agreement
+    agreement: FlagAgreement
 
 
 def score_shadow(
@@ -78,5 +78,5 @@ def score_shadow(
         )
         for i, w in enumerate(kept)
     ]
-    agreement = Agreement.of(primary.anomalies[scores.scorable], scores.anomalies)
+    agreement = FlagAgreement.of(primary.anomalies[scores.scorable], scores.anomalies)
     return ShadowBatch(messages, scores, agreement)
