@@ -279,12 +279,25 @@ def test_shadow_agreement_equals_an_offline_comparison_and_promote_swaps_it_in(
     assert sum(abs(counted[k] - offline[k]) for k in offline) <= 2 * flipped
     assert offline["only_primary"] + offline["only_shadow"] > 0  # two different models
 
+    # Promote while a stream runs: every id once, old model up to a point, new one after it.
+    more = [f"p-{i:03d}" for i in range(400)]
+    sender = threading.Thread(
+        target=rollout.send, args=(more, synthetic_windows(400, seed=24), 0.005)
+    )
+    sender.start()
+    rollout.wait_metric("ecg_windows_scored_total", n + 100)
     status, text = rollout.post("/promote")
-    more = [f"p-{i}" for i in range(50)]
-    rollout.send(more, synthetic_windows(50, seed=24))
-    after = [s for s in rollout.scores(rollout.topics.scores, n + 50) if s.id.startswith("p-")]
+    sender.join(timeout=60)
+    after = sorted(
+        (s for s in rollout.scores(rollout.topics.scores, n + 400) if s.id.startswith("p-")),
+        key=lambda s: s.source.offset,
+    )
+    versions = [s.model_version for s in after]
+    switch = versions.index(candidate.model_version)
 
     assert status == 200 and candidate.model_version in text
-    assert sorted(s.id for s in after) == sorted(more)
-    assert {s.model_version for s in after} == {candidate.model_version}
-    assert len(rollout.scores(rollout.shadow_topic, n)) == n  # the shadow slot is empty now
+    assert sorted(s.id for s in after) == more
+    assert 0 < switch < 400
+    assert versions == [primary.model_version] * switch + [candidate.model_version] * (400 - switch)
+    shadowed = [s.id for s in rollout.scores(rollout.shadow_topic, n + switch)]
+    assert len(shadowed) == n + switch  # the shadow slot is empty after the promotion
