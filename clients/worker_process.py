@@ -87,17 +87,19 @@ class WorkerProcess:
             )
 
     def wait_ready(self, timeout_s: float) -> float:
-        """Poll ``/readyz`` until it answers 200; returns the seconds it took."""
+        """Poll ``/readyz`` until it answers 200 and owns a partition (a ready worker may be
+        a standby without one); returns the seconds it took."""
         url = f"http://127.0.0.1:{self.metrics_port}/readyz"
         started = time.monotonic()
         while True:
             self.check_alive()
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
-                    if response.status == 200:
+                    body = response.read().decode("utf-8", errors="replace")
+                    if response.status == 200 and "no partitions" not in body:
                         return time.monotonic() - started
             except (urllib.error.URLError, OSError):
-                pass  # not listening yet, or 503 until partitions are assigned
+                pass  # not listening yet, or 503 until the group is joined
             if time.monotonic() - started > timeout_s:
                 raise WorkerProcessError(
                     f"ecg-worker was not ready ({url}) within {timeout_s:.0f} s "

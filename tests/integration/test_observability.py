@@ -363,7 +363,7 @@ def test_health_endpoints(observed: Observed) -> None:
     # Watched from the start: not ready until the group gave it its partitions.
     first_status, first_reason = observed.readiness[0]
     assert first_status == 503, observed.readiness
-    assert first_reason in ("processing loop is not running", "no input partitions assigned")
+    assert first_reason in ("processing loop is not running", "not yet joined the consumer group")
     assert observed.readiness[-1][0] == 200
     assert http_get(observed.port, "/nothing-here")[0] == 404
 

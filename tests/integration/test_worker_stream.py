@@ -282,7 +282,12 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(en
         assert headers["dlq.source.topic"] == env.topics.input
         assert headers["dlq.source.partition"] == "0"
         assert headers["dlq.detail"]
-        assert record.value == sent_by_key[record.key]  # original bytes and key
+        original = sent_by_key[record.key]
+        if headers["dlq.reason"] == "oversized":  # cut to max_record_bytes, size in headers
+            assert record.value == original[:65536]
+            assert headers["dlq.original.value.size"] == str(len(original))
+        else:
+            assert record.value == original  # original bytes and key
     assert {h for r in dead for k, h in r.headers if k == "dlq.reason"} >= {
         reason.encode() for _, reason in malformed
     }

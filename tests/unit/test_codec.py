@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -23,6 +24,14 @@ def run(value: bytes | None, key: bytes | None = b"dev-1", length: int = L) -> W
 
 def values(n: int = L) -> list[float]:
     return [float(i) / 10 for i in range(n)]
+
+
+def nested(depth: int) -> bytes:
+    """A window whose extra field ``deep`` is nested ``depth`` levels (about 4 bytes each)."""
+    return b'{"values":' + orjson.dumps(values()) + b',"deep":' + b"[" * depth + b"]" * depth + b"}"
+
+
+VALUES_JSON = orjson.dumps(values()).decode()
 
 
 def test_object_window_keeps_id_key_source_and_passes_other_fields_through() -> None:
@@ -76,6 +85,39 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("NaN literal", json.dumps([float("nan"), *values(139)]).encode(), codec.NON_FINITE),
     ("Infinity literal", json.dumps([*values(139), float("inf")]).encode(), codec.NON_FINITE),
     ("overflowing number", b"[1e999" + b",1" * 139 + b"]", codec.NON_FINITE),
+    # Accepted by the json fallback, but no UTF-8 encoder can write them back.
+    (
+        "lone surrogate in id",
+        ('{"id": "beat-\\ud800", "values": ' + VALUES_JSON + "}").encode(),
+        codec.BAD_UNICODE,
+    ),
+    (
+        "lone surrogate in a field",
+        ('{"values": ' + VALUES_JSON + ', "note": "\\udc00x"}').encode(),
+        codec.BAD_UNICODE,
+    ),
+    (
+        "lone surrogate in a field name",
+        ('{"values": ' + VALUES_JSON + ', "\\ud83d": 1}').encode(),
+        codec.BAD_UNICODE,
+    ),
+    (
+        "integer id beyond 64 bits",
+        ('{"id": ' + str(2**70) + ', "values": ' + VALUES_JSON + ', "x": "\\ud800"}').encode(),
+        codec.BAD_ID,
+    ),
+    ("field nested 300 deep", nested(300), codec.FIELDS_LIMIT),
+    ("field nested 17 deep", nested(16), codec.FIELDS_LIMIT),
+    (
+        "fields with too many keys",
+        orjson.dumps({"values": values(), "many": [{}] * 300}),
+        codec.FIELDS_LIMIT,
+    ),
+    (
+        "fields too large",
+        orjson.dumps({"values": values(), "note": "x" * 9000}),
+        codec.FIELDS_LIMIT,
+    ),
 ]
 
 
@@ -93,8 +135,27 @@ def test_malformed_record_is_rejected_with_its_reason_and_original_bytes(
 
 
 def test_every_reason_code_is_exercised() -> None:
-    # "schema" comes from the optional input-schema check, not from decode.
-    assert {m[2] for m in MALFORMED} == set(codec.REASONS) - {codec.SCHEMA}
+    # The others come from the optional input-schema check or after decoding.
+    assert {m[2] for m in MALFORMED} == set(codec.DECODE_REASONS)
+
+
+def test_fields_within_limits_pass_through_and_are_encoded_once() -> None:
+    w = run(nested(15))  # the fields object is level 1, so 15 brackets make 16 levels
+    assert isinstance(w, Window)
+    doc = orjson.loads(encode_score(w, 0.1, False, 0.2, "v", 1))
+    assert doc["fields"] == {"deep": orjson.loads(nested(15))["deep"]} == w.fields
+    limits = codec.FieldLimits(max_bytes=10_000, max_depth=2, max_keys=3)
+    raw = orjson.dumps({"values": values(), "a": 1, "b": {"c": 2}})
+    assert isinstance(decode(raw, None, "t", 0, 0, 0, L, LIMIT, limits), Window)
+    raw = orjson.dumps({"values": values(), "a": 1, "b": {"c": 2, "d": 3}})
+    result = decode(raw, None, "t", 0, 0, 0, L, LIMIT, limits)
+    assert isinstance(result, Rejected) and "more than 3 keys" in result.detail
+
+
+def test_oversized_key_is_rejected() -> None:
+    result = decode(orjson.dumps(values()), b"k" * (LIMIT + 1), "t", 0, 0, 0, L, LIMIT)
+    assert isinstance(result, Rejected) and result.reason == codec.OVERSIZED
+    assert "key" in result.detail
 
 
 def test_wrong_length_detail_names_both_lengths() -> None:
@@ -155,3 +216,26 @@ def test_dead_letter_headers_name_reason_and_source() -> None:
     assert headers["dlq.source.offset"] == b"42"
     assert headers["dlq.source.timestamp_ms"] == b"1700000000000"
     assert headers["dlq.detail"].decode()
+
+
+def test_dead_letter_of_a_tombstone_is_sendable() -> None:
+    rejected = decode(None, None, "ecg.windows", 0, 5, -1, L, LIMIT)
+    assert isinstance(rejected, Rejected)
+    dead = codec.encode_dead_letter(rejected, LIMIT)
+    assert dead.key is None and dead.value == b""  # producers refuse null key + null value
+    assert dict(dead.headers)["dlq.value.null"] == b"true"
+
+
+def test_oversized_dead_letter_is_cut_with_size_and_digest() -> None:
+    value, key = b"[" + b"1," * 600_000 + b"1]", b"k" * 100
+    rejected = decode(value, key, "ecg.windows", 0, 5, -1, L, LIMIT)
+    assert isinstance(rejected, Rejected) and rejected.reason == codec.OVERSIZED
+    dead = codec.encode_dead_letter(rejected, LIMIT)
+    headers = dict(dead.headers)
+    assert dead.value == value[:LIMIT] and dead.key == key
+    assert headers["dlq.truncated"] == b"value"
+    assert int(headers["dlq.original.value.size"]) == len(value)
+    assert headers["dlq.original.value.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    small = codec.encode_dead_letter(rejected, 0)
+    assert small.value == b"" and small.key == b""
+    assert dict(small.headers)["dlq.truncated"] == b"value,key"

@@ -102,6 +102,18 @@ def test_invalid_yaml_and_missing_file_name_the_file(tmp_path: Path) -> None:
             r"must fit in the producer's max_request_size \(1048576\)",
         ),
         ("batching:\n  max_batch_size: 0\n", "max_batch_size must be >= 1"),
+        (
+            "metrics:\n  stall_timeout_ms: 120000\n",
+            r"stall_timeout_ms \(120000\) must exceed the flush bound \(125000 ms",
+        ),
+        (
+            "metrics:\n  stall_timeout_ms: 200000\nkafka:\n  client:\n"
+            "    delivery_timeout_ms: 300000\n",
+            r"must exceed the flush bound \(305000 ms",
+        ),
+        ("limits:\n  max_batch_bytes: 1000\n", "max_batch_bytes .* must be at least"),
+        ("limits:\n  max_field_depth: 0\n", "max_field_depth must be >= 1"),
+        ("limits:\n  max_field_bytes: 100000\n", "max_field_bytes .* must not exceed"),
         ("drift:\n  min_samples: 5000\n", "drift.min_samples must be between"),
         ("kafka:\n  auto_offset_reset: newest\n", "auto_offset_reset must be one of"),
         ("metrics:\n  port: 70000\n", "metrics.port must be 0..65535"),
@@ -170,3 +182,11 @@ def test_env_help_lists_every_override() -> None:
     text = env_help()
     for item in ENV_OVERRIDES:
         assert item.name in text
+
+
+def test_limits_have_env_overrides(tmp_path: Path) -> None:
+    env = {"ECG_MAX_FIELD_DEPTH": "4", "ECG_MAX_BATCH_BYTES": "1048576"}
+    config = WorkerConfig.from_yaml(write(tmp_path, ""), env=env)
+    assert config.limits.max_field_depth == 4
+    assert config.limits.max_batch_bytes == 1048576
+    assert "ECG_MAX_FIELD_KEYS" in env_help()

@@ -150,7 +150,12 @@ def test_k8s_sketch_is_a_valid_worker_deployment() -> None:
     assert (
         docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
     )
-    assert pod["terminationGracePeriodSeconds"] >= 30
+    # Defect 7 of issue 10: the grace period must outlast the flush bound, and a slow
+    # start must not be killed by liveness.
+    assert pod["terminationGracePeriodSeconds"] * 1000 > config.kafka.flush_bound_ms
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] * 1000 > config.startup.timeout_ms
 
 
 # --------------------------------------------------------------------------- hardening (issue 11)

@@ -56,14 +56,17 @@ def test_healthz_follows_the_loop(served) -> None:
     assert get(server.port, "/healthz")[0] == 503
 
 
-def test_readyz_needs_model_and_partitions(served) -> None:
+def test_readyz_needs_model_and_group_but_not_a_partition(served) -> None:
     server, health, _, _ = served
     health.loop_started()
     status, body = get(server.port, "/readyz")
     assert status == 503 and "model not loaded" in body
     health.model_loaded = True
     status, body = get(server.port, "/readyz")
-    assert status == 503 and "no input partitions" in body
+    assert status == 503 and "not yet joined" in body
+    # Joined with nothing to own (more replicas than partitions, a surge pod): ready.
+    health.joined = True
+    assert get(server.port, "/readyz") == (200, "ok (no partitions assigned: standby)\n")
     health.partitions = frozenset({("ecg.windows", 0)})
     status, body = get(server.port, "/readyz")
     assert status == 200 and "1 partitions" in body

@@ -97,6 +97,14 @@ def test_dead_letter_headers_validate_for_every_reason(reason: str) -> None:
     assert errors(DEAD_LETTER_HEADERS, {**headers, "dlq.reason": "other"})
 
 
+def test_cut_and_null_dead_letters_validate() -> None:
+    for value, key in ((None, None), (b"v" * 100, b"k" * 100), (b"v" * 100, None)):
+        rejected = Rejected("oversized", "detail", value, key, "ecg.windows", 0, 7, -1)
+        dead = codec.encode_dead_letter(rejected, 10)
+        headers = {k: v.decode("utf-8") for k, v in dead.headers}
+        assert errors(DEAD_LETTER_HEADERS, headers) == [], headers
+
+
 ACCEPTED = [
     [0.1] * L,
     {"values": [1] * L},

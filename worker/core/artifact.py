@@ -9,13 +9,22 @@ An artifact is a directory::
     weights.npz     (ECG only) the dense stack's kernels and biases, which the worker
                     scores with in numpy so that it never imports TensorFlow
 
-Loading validates everything and names the missing or wrong field. Writing is atomic: a
-reader never sees a half-written artifact.
+Loading validates everything and names the missing or wrong field. Publishing is atomic:
+the new directory is written under a unique temporary name, verified (loaded back) while
+the old one still serves, then exchanged with it in one ``renameat2(RENAME_EXCHANGE)``, so
+there is no moment without an artifact at the path and concurrent trainers never share a
+temporary name. A reader opens the directory once and reads ``artifact.json`` and
+``weights.npz`` through that handle, so it never pairs files of two artifacts; the weights'
+sha256 in ``artifact.json`` (``files``) catches a corrupt or foreign ``weights.npz``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -41,7 +50,6 @@ ACTIVATIONS = ("relu", "sigmoid", "linear")
 QUANTILE_LEVELS = tuple(float(q) for q in range(101))
 # Top-level metadata that records how a run went, not what the model is: left out of the
 # content hash so the same data, settings and seed give the same model_version.
-UNHASHED_KEYS = frozenset({"created_at", "run"})
 # path and model_version of an artifact not yet written.
 UNSAVED = "<unsaved>"
 # artifact.json fields save_ecg_artifact derives from the EcgArtifact's own fields.
@@ -59,6 +67,10 @@ ECG_FIELDS = frozenset(
         "training_error_quantiles",
     }
 )
+# ``files`` (sha256 of the weights file) is derived from the hashed weights.
+UNHASHED_KEYS = frozenset({"created_at", "run", "files"})
+# A reader retries when a publish deleted the directory it had opened (rare, immediate).
+_READ_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -151,14 +163,17 @@ class EcgArtifact:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``artifact.json`` of any artifact kind (ECG or image models)."""
     directory = Path(path)
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: artifact directory does not exist")
+    (raw,) = _read_files(directory, (ARTIFACT_FILE,))
+    return _parse_metadata(directory, raw)
+
+
+def _parse_metadata(directory: Path, raw: bytes | None) -> dict[str, Any]:
     meta_path = directory / ARTIFACT_FILE
-    if not meta_path.is_file():
+    if raw is None:
         raise ArtifactError(f"{meta_path}: missing (is {directory} an artifact directory?)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{meta_path}: not readable JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise ArtifactError(f"{meta_path}: top level must be an object")
@@ -172,6 +187,47 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _read_files(directory: Path, names: Sequence[str]) -> list[bytes | None]:
+    """The bytes of ``names`` (None when missing), all read through one handle on the
+    directory: a publish that exchanges the directory meanwhile cannot mix two artifacts."""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ArtifactError(f"{directory}: artifact directory does not exist") from exc
+        except OSError as exc:
+            raise ArtifactError(f"{directory}: cannot open ({exc.strerror})") from exc
+        try:
+            out = [_read_at(fd, directory / name) for name in names]
+            replaced = None in out and _inode(directory) != os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        if not replaced:
+            return out
+    raise ArtifactError(f"{directory}: replaced while being read {_READ_ATTEMPTS} times")
+
+
+def _read_at(dir_fd: int, path: Path) -> bytes | None:
+    try:
+        fd = os.open(path.name, os.O_RDONLY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot open ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def load_ecg_artifact(
     path: str | os.PathLike[str], window_length: int | None = None
 ) -> EcgArtifact:
@@ -180,7 +236,8 @@ def load_ecg_artifact(
     Raises ``ArtifactError`` naming the file and the missing or wrong field.
     """
     directory = Path(path)
-    meta = read_metadata(directory)
+    raw_meta, raw_weights = _read_files(directory, (ARTIFACT_FILE, WEIGHTS_FILE))
+    meta = _parse_metadata(directory, raw_meta)
     where = directory / ARTIFACT_FILE
     if meta["kind"] != ECG_KIND:
         raise ArtifactError(f"{where}: kind is {meta['kind']!r}, expected {ECG_KIND!r}")
@@ -202,7 +259,7 @@ def load_ecg_artifact(
         raise ArtifactError(
             f"{where}: training_error_quantiles must be {len(QUANTILE_LEVELS)} numbers"
         )
-    layers = _load_dense_layers(directory, meta, where)
+    layers = _load_dense_layers(directory, meta, where, raw_weights)
     if layers[0].kernel.shape[0] != length or layers[-1].kernel.shape[1] != length:
         raise ArtifactError(
             f"{directory / WEIGHTS_FILE}: model maps {layers[0].kernel.shape[0]} -> "
@@ -223,7 +280,7 @@ def load_ecg_artifact(
 
 
 def _load_dense_layers(
-    directory: Path, meta: dict[str, Any], where: Path
+    directory: Path, meta: dict[str, Any], where: Path, raw: bytes | None
 ) -> tuple[DenseLayer, ...]:
     model = _field(meta, where, "model", dict)
     activations = model.get("activations")
@@ -233,12 +290,20 @@ def _load_dense_layers(
         if act not in ACTIVATIONS:
             raise ArtifactError(f"{where}: unknown activation {act!r} in model.activations")
     weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
+    if raw is None:
         raise ArtifactError(f"{weights_path}: missing")
+    expected = (
+        meta.get("files", {}).get(WEIGHTS_FILE) if isinstance(meta.get("files"), dict) else None
+    )
+    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+        raise ArtifactError(
+            f"{weights_path}: sha256 differs from the one in {ARTIFACT_FILE} (corrupt, or "
+            "copied from another artifact)"
+        )
     try:
-        with np.load(weights_path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{weights_path}: not a readable .npz ({exc})") from exc
     layers = []
     width: int | None = None
@@ -254,6 +319,9 @@ def _load_dense_layers(
             raise ArtifactError(
                 f"{weights_path}: layer {i} expects {kernel.shape[0]} inputs, got {width}"
             )
+        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+            # A model with NaN weights would score NaN and never flag anything.
+            raise ArtifactError(f"{weights_path}: layer {i} holds NaN or infinite weights")
         width = kernel.shape[1]
         layers.append(DenseLayer(kernel.astype(np.float32), bias.astype(np.float32), act))
     return tuple(layers)
@@ -366,22 +434,65 @@ def write_artifact(
             model.save(staging / MODEL_FILE)
         if dense_weights:
             np.savez(staging / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
+            digest_file = hashlib.sha256((staging / WEIGHTS_FILE).read_bytes()).hexdigest()
+            meta["files"] = {WEIGHTS_FILE: digest_file}
         (staging / ARTIFACT_FILE).write_text(
             json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n",
             encoding="utf-8",
         )
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+        # Verify before the old artifact is touched: a bad write leaves it serving.
+        if meta["kind"] == ECG_KIND and dense_weights:
+            load_ecg_artifact(staging)
         else:
-            staging.rename(target)
+            read_metadata(staging)
+        _publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return meta
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; an existing ``target`` is exchanged atomically (then
+    deleted) where the OS can, else moved to a unique name first (a short gap)."""
+    if not (target.exists() or target.is_symlink()):
+        try:
+            staging.rename(target)
+            return
+        except OSError as exc:  # another trainer published first: exchange with it
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    if not _exchange(staging, target):
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        target.rename(old)  # replaces the empty, uniquely named directory
+        staging.rename(target)
+        staging = old
+    shutil.rmtree(staging, ignore_errors=True)  # now holds the previous artifact
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux ``renameat2(RENAME_EXCHANGE)``; False where
+    that is not available (other systems, old kernels, some filesystems)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE)
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"cannot exchange {a} and {b}: {os.strerror(code)}")
 
 
 def save_ecg_artifact(

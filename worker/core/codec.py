@@ -5,10 +5,16 @@
 reason code from docs/design.md. Valid JSON parsed by orjson cannot hold NaN or infinity,
 so the common path checks only types and length; the values stay a Python list and the
 whole batch becomes one numpy array later (``windows_array``).
+
+Whatever ``decode`` accepts can be encoded again: the id and the extra fields are checked
+for what orjson cannot write (lone surrogates, integers beyond 64 bits) and the extra
+fields are bounded in bytes, nesting depth and keys (``FieldLimits``), so a score is never
+larger or deeper than the limits allow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -32,7 +38,14 @@ NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
 # Only when the optional input-schema check is on (worker.service.input_schema).
 SCHEMA = "schema"
-REASONS = (
+BAD_UNICODE = "bad_unicode"
+FIELDS_LIMIT = "fields_limit"
+# Reasons given after decoding: by the scorer, the score encoder, or the producer.
+UNSCORABLE = "unscorable"
+UNENCODABLE = "unencodable"
+OUTPUT_TOO_LARGE = "output_too_large"
+SEND_FAILED = "send_failed"
+DECODE_REASONS = (
     EMPTY,
     OVERSIZED,
     NOT_UTF8,
@@ -43,13 +56,32 @@ REASONS = (
     WRONG_LENGTH,
     NON_NUMERIC,
     NON_FINITE,
-    SCHEMA,
+    BAD_UNICODE,
+    FIELDS_LIMIT,
 )
+REASONS = (*DECODE_REASONS, SCHEMA, UNSCORABLE, UNENCODABLE, OUTPUT_TOO_LARGE, SEND_FAILED)
 # Version of the output contract (worker/core/schemas/): the score's "schema_version" field
 # and the dead letter's "dlq.schema_version" header. Raise it on any change a reader could
 # trip over.
 SCHEMA_VERSION = 1
 _NUMBER_TYPES = frozenset({int, float})
+
+
+@dataclass(frozen=True, slots=True)
+class FieldLimits:
+    """Bounds on the extra fields passed through to the outputs (``limits`` in worker.yaml).
+
+    ``max_bytes`` bounds their JSON encoding, ``max_depth`` their nesting (the fields object
+    itself is depth 1) and ``max_keys`` the object keys plus array items at every level,
+    which bounds the memory a decoded record holds.
+    """
+
+    max_bytes: int = 8192
+    max_depth: int = 16
+    max_keys: int = 256
+
+
+DEFAULT_FIELD_LIMITS = FieldLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +97,7 @@ class Window:
     partition: int
     offset: int
     timestamp_ms: int
+    fields_json: bytes | None = None  # ``fields`` encoded once by ``decode``
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +123,13 @@ def decode(
     timestamp_ms: int,
     window_length: int,
     max_record_bytes: int,
+    field_limits: FieldLimits = DEFAULT_FIELD_LIMITS,
 ) -> Window | Rejected:
-    """Decode one input record into a ``Window``, or say why it cannot be scored."""
+    """Decode one input record into a ``Window``, or say why it cannot be scored.
+
+    ``max_record_bytes`` bounds the value and, separately, the key (a key is copied onto
+    every output). Never raises for a bad record.
+    """
 
     def reject(reason: str, detail: str) -> Rejected:
         return Rejected(reason, detail, value, key, topic, partition, offset, timestamp_ms)
@@ -100,6 +138,8 @@ def decode(
         return reject(EMPTY, "record value is null or empty")
     if len(value) > max_record_bytes:
         return reject(OVERSIZED, f"record is {len(value)} bytes, limit is {max_record_bytes}")
+    if key is not None and len(key) > max_record_bytes:
+        return reject(OVERSIZED, f"record key is {len(key)} bytes, limit is {max_record_bytes}")
     strict = True
     try:
         doc = orjson.loads(value)
@@ -127,6 +167,11 @@ def decode(
             return reject(
                 BAD_ID, f"'id' must be a non-empty string or an integer, got {record_id!r:.60}"
             )
+        elif not strict:
+            # Only the json fallback yields lone surrogates and integers beyond 64 bits.
+            problem = _unencodable(record_id)
+            if problem is not None:
+                return reject(*problem)
         fields = doc or None
     elif type(doc) is list:
         values = doc
@@ -146,7 +191,58 @@ def decode(
     if not strict and not _all_finite(values):
         # Only the json fallback yields NaN, infinity or integers beyond float range.
         return reject(NON_FINITE, "'values' holds NaN, an infinite or an out-of-range number")
-    return Window(record_id, values, fields, value, key, topic, partition, offset, timestamp_ms)
+    fields_json: bytes | None = None
+    if fields is not None:
+        too_big = _check_fields(fields, field_limits)
+        if too_big is not None:
+            return reject(FIELDS_LIMIT, too_big)
+        try:
+            fields_json = orjson.dumps(fields)
+        except TypeError as exc:  # orjson.JSONEncodeError: a lone surrogate, a huge integer
+            return reject(*_encode_problem("an extra field", exc))
+        if len(fields_json) > field_limits.max_bytes:
+            return reject(
+                FIELDS_LIMIT,
+                f"extra fields take {len(fields_json)} bytes, limit is {field_limits.max_bytes}",
+            )
+    return Window(
+        record_id, values, fields, value, key, topic, partition, offset, timestamp_ms, fields_json
+    )
+
+
+def _check_fields(fields: dict[str, Any], limits: FieldLimits) -> str | None:
+    """Why the extra fields break a depth or key-count limit, or None (iterative walk)."""
+    keys = 0
+    stack: list[tuple[Any, int]] = [(fields, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.max_depth:
+            return f"extra fields are nested deeper than {limits.max_depth} levels"
+        children = node.values() if type(node) is dict else node
+        keys += len(node)
+        if keys > limits.max_keys:
+            return f"extra fields hold more than {limits.max_keys} keys and array items"
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return None
+
+
+def _unencodable(record_id: str | int) -> tuple[str, str] | None:
+    try:
+        orjson.dumps(record_id)
+    except TypeError as exc:
+        return _encode_problem("'id'", exc)
+    return None
+
+
+def _encode_problem(what: str, exc: Exception) -> tuple[str, str]:
+    if "surrogate" in str(exc):
+        return BAD_UNICODE, f"{what} holds a lone UTF-16 surrogate, which UTF-8 cannot carry"
+    if "64-bit" in str(exc):
+        reason = BAD_ID if what == "'id'" else FIELDS_LIMIT
+        return reason, f"{what} holds an integer beyond 64 bits"
+    return FIELDS_LIMIT, f"{what} cannot be encoded as JSON ({exc})"
 
 
 def _all_finite(values: list[Any]) -> bool:
@@ -204,6 +300,8 @@ def encode_score(
     segments: list[Segment] | None = None,
 ) -> bytes:
     """The JSON value of a score record (docs/design.md, "Score value")."""
+    # The fields were encoded once by ``decode``; a Fragment embeds those bytes as they are.
+    fields: Any = orjson.Fragment(window.fields_json) if window.fields_json else window.fields
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "id": window.id,
@@ -218,7 +316,7 @@ def encode_score(
             "timestamp_ms": window.timestamp_ms,
         },
         "scored_at_ms": scored_at_ms,
-        "fields": window.fields or {},
+        "fields": fields or {},
     }
     if segments is not None:
         doc["segments"] = [
@@ -233,10 +331,52 @@ def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:
         ("dlq.schema_version", str(SCHEMA_VERSION).encode()),
         ("dlq.reason", rejected.reason.encode()),
         ("dlq.detail", rejected.detail.encode("utf-8", "replace")),
-        ("dlq.source.topic", rejected.topic.encode()),
+        ("dlq.source.topic", rejected.topic.encode("utf-8", "replace")),
         ("dlq.source.partition", str(rejected.partition).encode()),
         ("dlq.source.offset", str(rejected.offset).encode()),
         ("dlq.source.timestamp_ms", str(rejected.timestamp_ms).encode()),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead letter ready to send: key and value (never both null) and headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def encode_dead_letter(rejected: Rejected, max_bytes: int) -> DeadLetter:
+    """The dead-letter record of ``rejected``: the original key and value, each cut to at
+    most ``max_bytes`` (the cut part's original size and sha256 go in headers), and the
+    ``dead_letter_headers``. A null value is sent as empty bytes with ``dlq.value.null``,
+    since Kafka producers refuse a record whose key and value are both null.
+    """
+    headers = dead_letter_headers(rejected)
+    value = rejected.value
+    if value is None:
+        headers.append(("dlq.value.null", b"true"))
+        value = b""
+    truncated = []
+    if len(value) > max_bytes:
+        truncated.append("value")
+        headers += _digest_headers("dlq.original.value", value)
+        value = value[:max_bytes]
+    key = rejected.key
+    if key is not None and len(key) > max_bytes:
+        truncated.append("key")
+        headers += _digest_headers("dlq.original.key", key)
+        key = key[:max_bytes]
+    if truncated:
+        headers.append(("dlq.truncated", ",".join(truncated).encode()))
+    return DeadLetter(key, value, headers)
+
+
+def _digest_headers(prefix: str, data: bytes) -> list[tuple[str, bytes]]:
+    return [
+        (f"{prefix}.size", str(len(data)).encode()),
+        (f"{prefix}.sha256", hashlib.sha256(data).hexdigest().encode()),
     ]
 
 

@@ -22,13 +22,11 @@ from worker.service.http_server import HealthState, MetricsServer
 from worker.service.kafka_io import connect, ensure_topics
 from worker.service.loop import WorkerLoop
 from worker.service.metrics import WorkerMetrics
-from worker.service.rebalance import PartitionTracker
+from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
 from worker.service.rollout import Rollout, install_sighup
 from worker.service.rollout_metrics import RolloutMetrics
 
 log = logging.getLogger("ecg-worker")
-# Extra time granted to a flush beyond the producer's own delivery timeout.
-FLUSH_MARGIN_S = 5.0
 
 
 def run(config: WorkerConfig) -> int:
@@ -77,12 +75,19 @@ def run(config: WorkerConfig) -> int:
 
     def on_assignment(partitions: frozenset[tuple[str, int]]) -> None:
         health.partitions = partitions
+        health.joined = True
 
     tracker = PartitionTracker(on_change=on_assignment)
     try:
         ensure_topics(config)
         clients = connect(config, tracker)
-        flush_s = float(clients.producer.config["delivery_timeout_ms"]) / 1000.0 + FLUSH_MARGIN_S
+        tracker.cooperative = uses_cooperative_protocol(
+            clients.consumer.config["partition_assignment_strategy"]
+        )
+        # Cooperative rebalancing calls no listener for an empty assignment, so there the
+        # running loop is the only sign of a working consumer.
+        health.joined = health.joined or tracker.cooperative
+        flush_s = config.kafka.flush_bound_ms / 1000.0
         delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
         loop = WorkerLoop(
             config, clients.consumer, delivery, scorer, metrics, tracker, health, drift,

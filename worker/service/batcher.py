@@ -1,4 +1,5 @@
-"""Micro-batching: a batch closes at ``max_size`` items or ``max_wait_ms`` after its first item.
+"""Micro-batching: a batch closes at ``max_size`` items, at ``max_bytes`` (when given) or
+``max_wait_ms`` after its first item.
 
 Pure: no Kafka, no threads. The clock is injected (seconds, monotonic), so tests drive it
 with a fake one.
@@ -19,7 +20,11 @@ class Batcher(Generic[T]):
     """Collects items into batches that close on size or on age, whichever comes first."""
 
     def __init__(
-        self, max_size: int, max_wait_ms: int, clock: Callable[[], float] = time.monotonic
+        self,
+        max_size: int,
+        max_wait_ms: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
@@ -28,18 +33,24 @@ class Batcher(Generic[T]):
         self.max_size = max_size
         self.max_wait_s = max_wait_ms / 1000.0
         self._clock = clock
+        self.max_bytes = max_bytes
         self._items: list[T] = []
+        self._bytes = 0
         self._opened_at = 0.0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, item: T) -> list[T] | None:
-        """Add one item; return the closed batch when it reached ``max_size``, else None."""
+    def add(self, item: T, nbytes: int = 0) -> list[T] | None:
+        """Add one item of ``nbytes``; return the closed batch when it reached ``max_size``
+        items or ``max_bytes`` bytes, else None."""
         if not self._items:
             self._opened_at = self._clock()
         self._items.append(item)
-        if len(self._items) >= self.max_size:
+        self._bytes += nbytes
+        if len(self._items) >= self.max_size or (
+            self.max_bytes is not None and self._bytes >= self.max_bytes
+        ):
             return self.take()
         return None
 
@@ -59,14 +70,18 @@ class Batcher(Generic[T]):
     def take(self) -> list[T]:
         """Close and return the open batch (possibly empty)."""
         items, self._items = self._items, []
+        self._bytes = 0
         return items
 
     def discard(self, keep: Callable[[T], bool]) -> list[T]:
         """Drop the items for which ``keep`` is false (e.g. of revoked partitions); return them.
 
-        The batch keeps its opening time, so the remaining items are not delayed.
+        The batch keeps its opening time, so the remaining items are not delayed; its byte
+        count stays as it was (an over-estimate until the batch closes).
         """
         kept = [item for item in self._items if keep(item)]
         dropped = [item for item in self._items if not keep(item)]
         self._items = kept
+        if not kept:
+            self._bytes = 0
         return dropped

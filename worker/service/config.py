@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
+# No numpy here (nor through worker.core.codec): ecg-worker reads its config before it
+# sets the BLAS thread variables, which must precede the first numpy import.
 from worker.core import wire
 from worker.core.errors import ConfigError
 from worker.service import secrets
@@ -55,6 +57,8 @@ CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)
 PRODUCER_KEYS = frozenset(KafkaProducer.DEFAULT_CONFIG)
 CLIENT_KEYS = (CONSUMER_KEYS | PRODUCER_KEYS) - RESERVED_CLIENT_KEYS
 OFFSET_RESETS = ("earliest", "latest")
+# Extra time granted to a flush beyond the producer's own delivery timeout.
+FLUSH_MARGIN_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,21 @@ class KafkaConfig:
                 "request_timeout_ms", KafkaConsumer.DEFAULT_CONFIG["request_timeout_ms"]
             )
         )
+
+    @property
+    def delivery_timeout_ms(self) -> int:
+        """The producer's delivery timeout (kafka-python default unless overridden)."""
+        return int(
+            self.client.get(
+                "delivery_timeout_ms", KafkaProducer.DEFAULT_CONFIG["delivery_timeout_ms"]
+            )
+        )
+
+    @property
+    def flush_bound_ms(self) -> int:
+        """The longest a batch's flush may wait for acknowledgements (delivery timeout plus
+        a margin): stall detection and shutdown grace periods must be longer."""
+        return self.delivery_timeout_ms + FLUSH_MARGIN_MS
 
     @property
     def max_request_size(self) -> int:
@@ -124,9 +143,20 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Per-record limits; larger records go to the dead-letter topic as ``oversized``."""
+    """Per-record and per-batch limits that bound the worker's memory.
+
+    Larger records go to the dead-letter topic as ``oversized`` (and a dead letter carries
+    at most ``max_record_bytes`` of the original key and of the value); extra fields beyond
+    their limits as ``fields_limit``. A batch closes early once its records hold
+    ``max_batch_bytes``. The defaults fit the 512 MiB memory limit of deploy/k8s/worker.yaml
+    (docs/worker.md, "Limits").
+    """
 
     max_record_bytes: int = 65536
+    max_field_bytes: int = 8192
+    max_field_depth: int = 16
+    max_field_keys: int = 256
+    max_batch_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -137,8 +167,9 @@ class MetricsConfig:
     port: int = 9108
     # How often consumer lag per partition is refreshed (one broker round trip).
     lag_interval_ms: int = 5000
-    # /healthz turns 503 when the loop has not come round for this long.
-    stall_timeout_ms: int = 120000
+    # /healthz turns 503 when the loop has not come round for this long; longer than the
+    # flush bound (delivery_timeout_ms + 5 s), during which the loop legitimately waits.
+    stall_timeout_ms: int = 180000
 
 
 @dataclass(frozen=True)
@@ -269,6 +300,16 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
                 "create missing topics (true/false)"),
     EnvOverride("ECG_MAX_BATCH_SIZE", ("batching", "max_batch_size"), int, "records per batch"),
     EnvOverride("ECG_MAX_WAIT_MS", ("batching", "max_wait_ms"), int, "batch wait in ms"),
+    EnvOverride("ECG_MAX_RECORD_BYTES", ("limits", "max_record_bytes"), int,
+                "largest record value (and key) scored"),
+    EnvOverride("ECG_MAX_FIELD_BYTES", ("limits", "max_field_bytes"), int,
+                "extra fields: largest JSON size"),
+    EnvOverride("ECG_MAX_FIELD_DEPTH", ("limits", "max_field_depth"), int,
+                "extra fields: deepest nesting"),
+    EnvOverride("ECG_MAX_FIELD_KEYS", ("limits", "max_field_keys"), int,
+                "extra fields: most keys + array items"),
+    EnvOverride("ECG_MAX_BATCH_BYTES", ("limits", "max_batch_bytes"), int,
+                "record bytes that close a batch early"),
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
@@ -469,13 +510,28 @@ def _cross_check(config: WorkerConfig, where: str) -> None:
             f"batching.max_wait_ms ({batching.max_wait_ms}) must be less than the Kafka "
             f"request_timeout_ms ({config.kafka.request_timeout_ms})"
         )
-    limit = config.limits.max_record_bytes
+    limits = config.limits
+    limit = limits.max_record_bytes
     if limit < 1:
         fail(f"limits.max_record_bytes must be >= 1, got {limit}")
-    if limit + DLQ_HEADROOM_BYTES > config.kafka.max_request_size:
+    if 2 * limit + DLQ_HEADROOM_BYTES > config.kafka.max_request_size:
         fail(
-            f"limits.max_record_bytes ({limit}) + {DLQ_HEADROOM_BYTES} bytes of dead-letter "
-            f"headers must fit in the producer's max_request_size ({config.kafka.max_request_size})"
+            f"limits.max_record_bytes ({limit}) twice (a dead letter's key and value) + "
+            f"{DLQ_HEADROOM_BYTES} bytes of dead-letter headers must fit in the producer's "
+            f"max_request_size ({config.kafka.max_request_size})"
+        )
+    for name in ("max_field_bytes", "max_field_depth", "max_field_keys"):
+        if getattr(limits, name) < 1:
+            fail(f"limits.{name} must be >= 1, got {getattr(limits, name)}")
+    if limits.max_field_bytes > limit:
+        fail(
+            f"limits.max_field_bytes ({limits.max_field_bytes}) must not exceed "
+            f"limits.max_record_bytes ({limit})"
+        )
+    if limits.max_batch_bytes < limit:
+        fail(
+            f"limits.max_batch_bytes ({limits.max_batch_bytes}) must be at least "
+            f"limits.max_record_bytes ({limit}), so that every record fits in a batch"
         )
     if not 0 <= config.metrics.port <= 65535:
         fail(f"metrics.port must be 0..65535, got {config.metrics.port}")
@@ -483,6 +539,12 @@ def _cross_check(config: WorkerConfig, where: str) -> None:
         fail("metrics.lag_interval_ms must be >= 100")
     if config.metrics.stall_timeout_ms <= batching.max_wait_ms:
         fail("metrics.stall_timeout_ms must exceed batching.max_wait_ms")
+    if config.metrics.stall_timeout_ms <= config.kafka.flush_bound_ms:
+        fail(
+            f"metrics.stall_timeout_ms ({config.metrics.stall_timeout_ms}) must exceed the "
+            f"flush bound ({config.kafka.flush_bound_ms} ms = kafka.client.delivery_timeout_ms "
+            f"+ {FLUSH_MARGIN_MS}), or /healthz fails while a batch waits for acknowledgements"
+        )
     if config.startup.timeout_ms < 100:
         fail(f"startup.timeout_ms must be >= 100, got {config.startup.timeout_ms}")
     drift = config.drift

@@ -5,21 +5,29 @@ and check every acknowledgement; only then commit ``last offset + 1`` per input 
 A send that is not acknowledged means no commit and a ``ProduceFailed`` (the worker exits
 non-zero and a restart replays from the last commit). An exactly-once mode (Kafka
 transactions) replaces this class and nothing else.
+
+A send refused for one record alone (``PER_RECORD_ERRORS``: too large, invalid, null key
+and value) is not a broker failure: the caller's ``reroute`` turns it into a dead letter,
+which is sent in the same batch, and the batch goes on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka.errors import (
     CommitFailedError,
+    CorruptRecordError,
     FencedInstanceIdError,
     IllegalGenerationError,
+    InvalidRecordError,
     KafkaError,
+    MessageSizeTooLargeError,
     RebalanceInProgressError,
+    RecordListTooLargeError,
     UnknownMemberIdError,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -39,6 +47,22 @@ GROUP_MOVED_ON = (
 )
 
 
+# Errors about one record, not the broker: kafka-python raises ValueError (key and value
+# both null), TypeError (bad header or payload type) and MessageSizeTooLargeError (over
+# max_request_size) from send() itself; the broker answers the others for a record it
+# refuses. Each becomes a dead letter; any other failure fails the batch.
+PER_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+)
+# Rounds of replacements for refused records (a dead letter, then a smaller one).
+MAX_REROUTES = 2
+
+
 class ProduceFailed(BrokerError):
     """Some output of a batch was not acknowledged; its offsets were not committed."""
 
@@ -55,6 +79,11 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    origin: int = -1  # index of the input record in its batch (for ``reroute``)
+
+
+# Given the records refused one by one (with why), the records to send instead.
+Reroute = Callable[[list[tuple[Outgoing, BaseException]]], list[Outgoing]]
 
 
 class Producer(Protocol):
@@ -87,26 +116,63 @@ class AtLeastOnceDelivery:
         self._consumer = consumer
         self._flush_timeout_s = flush_timeout_s
 
-    def publish(self, messages: Sequence[Outgoing], offsets: Mapping[tuple[str, int], int]) -> bool:
+    def publish(
+        self,
+        messages: Sequence[Outgoing],
+        offsets: Mapping[tuple[str, int], int],
+        reroute: Reroute | None = None,
+    ) -> bool:
         """Deliver one batch. ``offsets`` maps (topic, partition) to the next offset to read.
 
-        Returns True when committed, False when the group rebalanced before the commit
-        (outputs acknowledged; the new owner replays). Raises ``ProduceFailed`` (nothing
-        committed) or ``CommitFailed``.
+        Records refused one by one go through ``reroute`` (at most ``MAX_REROUTES`` rounds)
+        and their replacements are sent before the commit. Returns True when committed,
+        False when the group rebalanced before the commit (outputs acknowledged; the new
+        owner replays). Raises ``ProduceFailed`` (nothing committed) or ``CommitFailed``.
         """
+        refused = self._send_all(messages)
+        rounds = 0
+        while refused and reroute is not None and rounds < MAX_REROUTES:
+            rounds += 1
+            log.warning(
+                "%d records refused one by one (first: %r); sending their replacements",
+                len(refused),
+                refused[0][1],
+            )
+            refused = self._send_all(reroute(refused))
+        if refused:
+            raise ProduceFailed(
+                f"{len(refused)} records of a batch were refused (first: {refused[0][1]!r}) "
+                "and could not be replaced; offsets not committed"
+            )
+        return self.commit(offsets)
+
+    def _send_all(self, messages: Sequence[Outgoing]) -> list[tuple[Outgoing, BaseException]]:
+        """Send and flush; return the records refused one by one. Raises ``ProduceFailed``
+        when anything else went wrong (not acknowledged in time, broker errors)."""
         futures = []
+        refused: list[tuple[Outgoing, BaseException]] = []
         try:
             for m in messages:
-                futures.append(
-                    self._producer.send(m.topic, value=m.value, key=m.key, headers=m.headers)
-                )
+                try:
+                    future = self._producer.send(
+                        m.topic, value=m.value, key=m.key, headers=m.headers
+                    )
+                except PER_RECORD_ERRORS as exc:
+                    refused.append((m, exc))
+                else:
+                    futures.append((m, future))
             self._producer.flush(timeout=self._flush_timeout_s)
         except KafkaError as exc:
             raise ProduceFailed(
                 f"publishing a batch of {len(messages)} records failed after "
                 f"{len(futures)} sends: {exc!r}; offsets not committed"
             ) from exc
-        failed = [f for f in futures if not f.is_done or f.exception is not None]
+        failed = []
+        for m, f in futures:
+            if f.is_done and isinstance(f.exception, PER_RECORD_ERRORS):
+                refused.append((m, f.exception))
+            elif not f.is_done or f.exception is not None:
+                failed.append(f)
         if failed:
             first = failed[0]
             why = repr(first.exception) if first.is_done else "no acknowledgement in time"
@@ -114,7 +180,7 @@ class AtLeastOnceDelivery:
                 f"{len(failed)} of {len(futures)} records of a batch were not acknowledged "
                 f"(first: {why}); offsets not committed"
             )
-        return self.commit(offsets)
+        return refused
 
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         """Commit the given next offsets; False when the group moved on (rebalance)."""

@@ -45,9 +45,10 @@ class BulkHistogram(Collector):
         self.observe_many(np.array([value], dtype=np.float64))
 
     def observe_many(self, values: np.ndarray | Sequence[float]) -> None:
-        """Record every value of ``values`` (NaN values are ignored)."""
+        """Record every value of ``values``; NaN and infinite values are ignored (one would
+        turn ``_sum`` into NaN or +Inf for good)."""
         data = np.asarray(values, dtype=np.float64).ravel()
-        data = data[~np.isnan(data)]
+        data = data[np.isfinite(data)]
         if data.size == 0:
             return
         # Bucket ``le=b`` counts values <= b: the first bound >= value.

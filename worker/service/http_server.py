@@ -3,8 +3,9 @@
 - ``/metrics``: Prometheus exposition of the worker's registry.
 - ``/healthz``: 200 while the processing loop runs and has come round recently; 503 once
   it stopped or stalled (a restart is the fix).
-- ``/readyz``: 200 only when the model is loaded and input partitions are assigned; 503
-  otherwise (during start-up, a rebalance, or when a worker has no partition).
+- ``/readyz``: 200 once the model is loaded, the loop runs and the consumer has joined its
+  group, whether or not it holds a partition (a spare replica or the surge pod of a rolling
+  update is healthy, and must not stall a rollout); 503 during start-up.
 - ``POST`` actions (``/reload``, ``/promote`` with ``reload.http: true``): none by default.
 
 The server is waitress (a well-kept pure-Python WSGI server) on one daemon thread. Unlike
@@ -49,6 +50,7 @@ class HealthState:
         self._running = False
         self._beat = clock()
         self.model_loaded = False
+        self.joined = False  # the consumer joined its group (first assignment, even empty)
         self.partitions: frozenset[tuple[str, int]] = frozenset()
 
     def loop_started(self) -> None:
@@ -78,14 +80,17 @@ class HealthState:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        """Whether the worker can score: model loaded and partitions assigned."""
+        """Whether the worker can score: model loaded, loop running, group joined. Owning
+        a partition is not required; the answer says how many it owns."""
         live, why = self.alive()
         if not live:
             return False, why
         if not self.model_loaded:
             return False, "model not loaded"
+        if not (self.joined or self.partitions):  # owning a partition implies joined
+            return False, "not yet joined the consumer group"
         if not self.partitions:
-            return False, "no input partitions assigned"
+            return True, "ok (no partitions assigned: standby)"
         return True, f"ok ({len(self.partitions)} partitions)"
 
 

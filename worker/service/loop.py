@@ -4,11 +4,14 @@ Kafka is injected (a consumer with ``poll``/``end_offsets``/``committed``/``posi
 ``AtLeastOnceDelivery``), and so are the clocks, so unit tests drive the loop with fakes.
 
 Every input record ends as exactly one of: a score (plus an anomaly record when flagged) or
-a dead letter. Metrics about windows move only after the batch is committed.
+a dead letter. Metrics about windows move only after the batch is committed. No record can
+stop the loop: whatever cannot be decoded, scored, encoded or sent becomes a dead letter
+with its reason, and the batch goes on; only a broker failure raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -17,19 +20,25 @@ from typing import Any, Protocol
 
 import numpy as np
 from kafka.errors import KafkaError
+from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 
 from worker.core.codec import (
     NON_FINITE,
+    OUTPUT_TOO_LARGE,
+    SEND_FAILED,
+    UNENCODABLE,
+    UNSCORABLE,
+    FieldLimits,
     Rejected,
     Window,
-    dead_letter_headers,
     decode,
+    encode_dead_letter,
     encode_score,
     reject_window,
     windows_array,
 )
-from worker.core.scorer import Scorer
+from worker.core.scorer import Scorer, Scores
 from worker.core.segments import batch_abnormal_segments
 from worker.service.batcher import Batcher
 from worker.service.config import WorkerConfig
@@ -45,6 +54,11 @@ log = logging.getLogger(__name__)
 
 # Longest single poll when no batch is open: bounds how late a stop request is noticed.
 IDLE_POLL_MS = 200
+# Poll timeout while a rebalance holds back a due batch: poll completes the rebalance, and
+# a zero timeout would spin the CPU until it does.
+REBALANCE_POLL_MS = 100
+# Records whose key + value are this far below max_request_size need no exact size check.
+SIZE_CHECK_SLACK_BYTES = 8192
 
 
 class Consumer(Protocol):
@@ -89,8 +103,16 @@ class WorkerLoop:
         self._topics = config.topics
         self._window_length = scorer.window_length
         self._max_record_bytes = config.limits.max_record_bytes
+        limits = config.limits
+        self._field_limits = FieldLimits(
+            limits.max_field_bytes, limits.max_field_depth, limits.max_field_keys
+        )
+        self._max_request_size = config.kafka.max_request_size
         self._batcher: Batcher[Window | Rejected] = Batcher(
-            config.batching.max_batch_size, config.batching.max_wait_ms, clock
+            config.batching.max_batch_size,
+            config.batching.max_wait_ms,
+            clock,
+            max_bytes=config.limits.max_batch_bytes,
         )
         self._lag_interval_s = config.metrics.lag_interval_ms / 1000.0
         self._next_lag_at = clock()
@@ -127,6 +149,8 @@ class WorkerLoop:
             self._scorer = self._rollout.between_batches() or self._scorer
         self._drop_lost_partitions()
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
+        if self._tracker.rebalancing():
+            timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
         polled = self._consumer.poll(timeout_ms=timeout_ms)
         self._drop_lost_partitions()
         for records in polled.values():
@@ -140,10 +164,12 @@ class WorkerLoop:
                     r.timestamp,
                     self._window_length,
                     self._max_record_bytes,
+                    self._field_limits,
                 )
                 if self._input_check is not None and isinstance(item, Window):
                     item = self._input_check.check(item)
-                full = self._batcher.add(item)
+                nbytes = len(r.value or b"") + len(r.key or b"")
+                full = self._batcher.add(item, nbytes)
                 if full is not None:
                     self.process(full)
         if self._batcher.due() and not self._tracker.rebalancing():
@@ -172,7 +198,8 @@ class WorkerLoop:
         windows = [i for i in items if isinstance(i, Window)]
         rejected = [i for i in items if isinstance(i, Rejected)]
         started = self._clock()
-        scores = self._scorer.score(windows_array(windows, self._window_length))
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: see _drop_unscorable
+            scores = self._scorer.score(windows_array(windows, self._window_length))
         scoring_s = self._clock() - started
         if not scores.all_scored:
             # Finite in JSON but overflowing the model's float32 input (e.g. 1e300).
@@ -183,14 +210,15 @@ class WorkerLoop:
                         reject_window(w, NON_FINITE, "'values' overflow the model's float32 range")
                     )
             windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
-        messages = self._encode(windows, scores, rejected)
-        if self._rollout is not None:
-            messages += self._rollout.outputs(windows, scores)
+        windows, scores = self._drop_unscorable(windows, scores, rejected)
+        batch = _Outputs(self, windows, scores, rejected)
+        if self._rollout is not None:  # the shadow's records, published with the batch
+            batch.messages += self._rollout.outputs(windows, scores, batch.scored_mask())
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
             offsets[(item.topic, item.partition)] = item.offset + 1
         try:
-            committed = self._delivery.publish(messages, offsets)
+            committed = self._delivery.publish(batch.messages, offsets, reroute=batch.reroute)
         except ProduceFailed:
             self._metrics.produce_failures.inc()
             raise
@@ -202,52 +230,76 @@ class WorkerLoop:
             return
         acked_ms = self._wall_ms()
         self._committed.update(offsets)
+        scored = batch.scored_mask()
+        windows = [w for w, ok in zip(windows, scored.tolist(), strict=True) if ok]
+        errors = scores.errors[scored]
         # End-to-end latency is that of a score: dead letters are counted, not timed.
         stamps = np.fromiter(
             (w.timestamp_ms for w in windows), dtype=np.float64, count=len(windows)
         )
         latencies = (acked_ms - stamps[stamps >= 0]) / 1000.0
-        reasons = Counter(r.reason for r in rejected)
+        reasons = Counter(r.reason for r in batch.dead_letters())
         self._metrics.record_batch(
             BatchReport(
                 consumed=len(items),
                 scored=len(windows),
-                anomalous=int(scores.anomalies.sum()),
+                anomalous=int(scores.anomalies[scored].sum()),
                 rejected=reasons,
                 scoring_s=scoring_s,
-                errors=scores.errors,
+                errors=errors,
                 latencies_s=np.maximum(latencies, 0.0),
             )
         )
         if self._drift is not None and len(windows):
-            self._drift.add(scores.errors)
+            self._drift.add(errors)
         if self._rollout is not None:
             self._rollout.committed()
 
-    def _encode(
-        self, windows: list[Window], scores: Any, rejected: list[Rejected]
-    ) -> list[Outgoing]:
-        scores_topic, anomalies_topic = self._topics.scores, self._topics.anomalies
-        threshold = self._scorer.threshold
-        version = self._scorer.model_version
-        now_ms = self._wall_ms()
-        errors = scores.errors.tolist()
-        flags = scores.anomalies.tolist()
-        flagged = np.flatnonzero(scores.anomalies)
-        segments = iter(batch_abnormal_segments(scores.sample_errors[flagged]))
-        messages: list[Outgoing] = []
-        append = messages.append
-        for i, w in enumerate(windows):
-            error, flag = errors[i], flags[i]
-            value = encode_score(w, error, flag, threshold, version, now_ms)
-            append(Outgoing(scores_topic, w.key, value))
-            if flag:
-                value = encode_score(w, error, flag, threshold, version, now_ms, next(segments))
-                append(Outgoing(anomalies_topic, w.key, value))
-        dlq = self._topics.dead_letter
-        for r in rejected:
-            append(Outgoing(dlq, r.key, r.value, dead_letter_headers(r)))
-        return messages
+    @staticmethod
+    def _drop_unscorable(
+        windows: list[Window], scores: Scores, rejected: list[Rejected]
+    ) -> tuple[list[Window], Scores]:
+        """Dead-letter windows whose error is not finite (values near float32's maximum
+        overflow inside the model): such an error is not a score, and would turn the
+        error histogram's sum into +Inf."""
+        ok = np.isfinite(scores.errors)
+        if ok.all():
+            return windows, scores
+        for w, good in zip(windows, ok.tolist(), strict=True):
+            if not good:
+                rejected.append(
+                    reject_window(
+                        w,
+                        UNSCORABLE,
+                        "the reconstruction error is not finite (values too large for the "
+                        "model's float32 arithmetic)",
+                    )
+                )
+        kept = [w for w, good in zip(windows, ok.tolist(), strict=True) if good]
+        everything = np.ones(len(kept), dtype=bool)
+        return kept, Scores(
+            scores.errors[ok], scores.anomalies[ok], scores.sample_errors[ok], everything
+        )
+
+    def _too_large(self, key: bytes | None, *values: bytes | None) -> tuple[str, str] | None:
+        """OUTPUT_TOO_LARGE when a score record would exceed the producer's request size."""
+        key_len = len(key) if key is not None else 0
+        for value in values:
+            if value is None:
+                continue
+            if key_len + len(value) + SIZE_CHECK_SLACK_BYTES <= self._max_request_size:
+                continue
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+            if size > self._max_request_size:
+                return OUTPUT_TOO_LARGE, (
+                    f"the score record would be {size} bytes, more than the producer's "
+                    f"max_request_size ({self._max_request_size})"
+                )
+        return None
+
+    def _dead_letter(self, rejected: Rejected, origin: int, max_bytes: int) -> Outgoing:
+        dead = encode_dead_letter(rejected, max_bytes)
+        return Outgoing(self._topics.dead_letter, dead.key, dead.value, dead.headers, origin)
 
     # ------------------------------------------------------------------ partitions, lag
 
@@ -295,3 +347,102 @@ class WorkerLoop:
                     self._metrics.set_lag(tp.topic, tp.partition, end - committed)
         except KafkaError as exc:
             log.warning("could not refresh consumer lag: %r", exc)
+
+
+class _Outputs:
+    """The records one batch publishes, and which input each came from (its origin), so
+    that a record the producer refuses can be replaced by its input's dead letter."""
+
+    def __init__(
+        self, loop: WorkerLoop, windows: list[Window], scores: Scores, rejected: list[Rejected]
+    ) -> None:
+        self._loop = loop
+        self.sources: list[Window | Rejected] = []
+        self.messages: list[Outgoing] = []
+        self.window_origin: list[int] = []  # -1: the window became a dead letter here
+        self.replaced: dict[int, Rejected] = {}  # origin -> dead letter sent instead
+        self._encode(windows, scores, rejected)
+
+    def _encode(self, windows: list[Window], scores: Scores, rejected: list[Rejected]) -> None:
+        loop = self._loop
+        topics = loop._topics
+        scorer = loop._scorer
+        threshold, version, now_ms = scorer.threshold, scorer.model_version, loop._wall_ms()
+        errors = scores.errors.tolist()
+        flags = scores.anomalies.tolist()
+        flagged = np.flatnonzero(scores.anomalies)
+        segments = iter(batch_abnormal_segments(scores.sample_errors[flagged]))
+        append = self.messages.append
+        for i, w in enumerate(windows):
+            error, flag = errors[i], flags[i]
+            worst = next(segments) if flag else None
+            alert: bytes | None = None
+            try:
+                value = encode_score(w, error, flag, threshold, version, now_ms)
+                if flag:
+                    alert = encode_score(w, error, flag, threshold, version, now_ms, worst)
+            except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+                problem: tuple[str, str] | None = (
+                    UNENCODABLE,
+                    f"the score cannot be encoded as JSON ({exc})",
+                )
+            else:
+                problem = loop._too_large(w.key, value, alert)
+            if problem is not None:
+                rejected.append(reject_window(w, *problem))
+                self.window_origin.append(-1)
+                continue
+            origin = len(self.sources)
+            self.sources.append(w)
+            self.window_origin.append(origin)
+            append(Outgoing(topics.scores, w.key, value, None, origin))
+            if alert is not None:
+                append(Outgoing(topics.anomalies, w.key, alert, None, origin))
+        for r in rejected:
+            origin = len(self.sources)
+            self.sources.append(r)
+            append(loop._dead_letter(r, origin, loop._max_record_bytes))
+
+    def reroute(self, refused: list[tuple[Outgoing, BaseException]]) -> list[Outgoing]:
+        """Replacements for records the producer refused one by one: a refused score
+        becomes its window's dead letter (``send_failed``); a refused dead letter is sent
+        again with key and value cut to nothing (their size and sha256 stay in headers)."""
+        first: dict[int, BaseException] = {}
+        for message, exc in refused:
+            if message.origin < 0:  # a shadow score: observational, dropped (see rollout.py)
+                log.warning("shadow score refused by the producer, dropped: %r", exc)
+                continue
+            first.setdefault(message.origin, exc)
+        out: list[Outgoing] = []
+        for origin, exc in first.items():
+            source = self.sources[origin]
+            if isinstance(source, Window) and origin not in self.replaced:
+                dead = reject_window(
+                    source, SEND_FAILED, f"the producer refused the score: {exc!r:.300}"
+                )
+                self.replaced[origin] = dead
+                out.append(self._loop._dead_letter(dead, origin, self._loop._max_record_bytes))
+                continue
+            dead = self.replaced.get(origin) or source  # type: ignore[assignment]
+            assert isinstance(dead, Rejected)
+            dead = dataclasses.replace(
+                dead, detail=f"{dead.detail}; its full dead letter was refused: {exc!r:.300}"
+            )
+            self.replaced[origin] = dead
+            out.append(self._loop._dead_letter(dead, origin, 0))
+        return out
+
+    def scored_mask(self) -> np.ndarray:
+        """Which windows ended as scores (not dead letters)."""
+        return np.array([o >= 0 and o not in self.replaced for o in self.window_origin], dtype=bool)
+
+    def dead_letters(self) -> list[Rejected]:
+        """Every dead letter the batch published."""
+        out = []
+        for origin, source in enumerate(self.sources):
+            dead = self.replaced.get(origin)
+            if dead is not None:
+                out.append(dead)
+            elif isinstance(source, Rejected):
+                out.append(source)
+        return out

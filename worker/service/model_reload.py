@@ -1,7 +1,7 @@
 """Hot reload of the model: where a replaced artifact is noticed, and how it is validated.
 
 The artifact location is a directory path (``artifact`` in worker.yaml). The trainer
-replaces it atomically (``write_artifact`` renames a complete staging directory into place),
+replaces it atomically (``write_artifact`` exchanges a complete, verified directory into place),
 or an operator swaps a symlink (``ln -sfn artifacts/ecg-v2 artifacts/ecg.tmp && mv -T
 artifacts/ecg.tmp artifacts/ecg``). Either way the files behind the path change identity.
 ``ArtifactWatch`` polls a cheap fingerprint (resolved path; inode, size and mtime of

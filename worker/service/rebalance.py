@@ -6,15 +6,24 @@ drops the uncommitted records it holds for partitions it lost. That is safe for
 at-least-once: those records were neither published nor committed, and the partition's
 new owner starts at the last commit. Partitions that stay assigned keep their position
 (kafka-python preserves it), so their records in hand are delivered normally.
+
+The two rebalance protocols call the listener differently. Eager: "revoked" (everything)
+before the join, then "assigned" (the full new set) after it; batches wait in between.
+Cooperative (KIP-429, e.g. ``CooperativeStickyAssignor``): after the join, "revoked" with
+only the partitions already taken away, and "assigned" only when some were added, maybe
+never. So a cooperative revocation is a loss at once and never opens a rebalance window
+(waiting for an "assigned" that may not come froze batching forever).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from kafka import ConsumerRebalanceListener
+from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -23,7 +32,13 @@ log = logging.getLogger(__name__)
 class PartitionTracker(ConsumerRebalanceListener):
     """Records assignments and revocations; thread-safe."""
 
-    def __init__(self, on_change: Callable[[frozenset[tuple[str, int]]], None] | None = None):
+    def __init__(
+        self,
+        on_change: Callable[[frozenset[tuple[str, int]]], None] | None = None,
+        cooperative: bool = False,
+    ):
+        #: True when the consumer's assignors use the cooperative protocol.
+        self.cooperative = cooperative
         self._lock = threading.Lock()
         self._assigned: set[tuple[str, int]] = set()
         self._revoked: set[tuple[str, int]] = set()
@@ -34,7 +49,10 @@ class PartitionTracker(ConsumerRebalanceListener):
         """Called before a rebalance (eager: every partition; cooperative: the ones going)."""
         gone = {(tp.topic, tp.partition) for tp in revoked}
         with self._lock:
-            self._revoked |= gone
+            if self.cooperative:
+                self._lost |= gone  # already reassigned; no "assigned" call need follow
+            else:
+                self._revoked |= gone
             self._assigned -= gone
             assigned = frozenset(self._assigned)
         if gone:
@@ -82,6 +100,15 @@ class PartitionTracker(ConsumerRebalanceListener):
     def _notify(self, assigned: frozenset[tuple[str, int]]) -> None:
         if self._on_change is not None:
             self._on_change(assigned)
+
+
+def uses_cooperative_protocol(assignors: Iterable[Any]) -> bool:
+    """Whether kafka-python will rebalance cooperatively with these assignors (classes or
+    instances): it does when every one of them supports the cooperative protocol."""
+    instances = [a() if isinstance(a, type) else a for a in assignors]
+    return bool(instances) and all(
+        RebalanceProtocol.COOPERATIVE in a.supported_protocols() for a in instances
+    )
 
 
 def _fmt(partitions: set[tuple[str, int]] | frozenset[tuple[str, int]]) -> str:

@@ -6,8 +6,8 @@ The loop calls three hooks, all on its own thread:
   polls the artifact locations; returns a new primary ``Scorer`` when one was swapped in.
   A batch is scored by the scorer the loop holds when the batch is processed, so no batch
   is ever scored by two models, and each score record names the model that scored it.
-- ``outputs(windows, scores)`` for each batch: the shadow's records (its own topic) and the
-  per-model counts, pending until
+- ``outputs(windows, scores, kept)`` for each batch: the shadow's records (its own topic)
+  and the per-model counts, pending until
 - ``committed()``: the batch is acknowledged and committed; the counts move.
 
 A candidate that fails validation or its self-test is refused (an ERROR log line and
@@ -86,7 +86,8 @@ class Rollout:
         self._watch = ArtifactWatch(artifact_path)
         self._watch.mark_handled()
         self._shadow_watch = ArtifactWatch(shadow_path) if shadow_path is not None else None
-        self._pending: list[tuple[str, str, Scores, float]] = []
+        # (role, model_version, errors, flags, threshold) of the batch in flight
+        self._pending: list[tuple[str, str, np.ndarray, np.ndarray, float]] = []
         self._pending_agreement: tuple[str, str, dict[str, int]] | None = None
         self._record_primary(primary)
         if self._shadow_watch is not None:
@@ -133,33 +134,43 @@ class Rollout:
                 self._shadow_watch.mark_handled()
         return self.primary if self.primary is not before else None
 
-    def outputs(self, windows: Sequence[Window], scores: Scores) -> list[Outgoing]:
+    def outputs(
+        self, windows: Sequence[Window], scores: Scores, kept: np.ndarray | None = None
+    ) -> list[Outgoing]:
         """The shadow's records for a batch the primary scored (``scores`` aligned with
-        ``windows``); the per-model counts wait for ``committed()``."""
-        self._pending = [("primary", self.primary.model_version, scores, self.primary.threshold)]
+        ``windows``; ``kept`` masks the windows whose score records are being published).
+        The per-model counts wait for ``committed()``."""
+        errors, flags = scores.errors, scores.anomalies
+        if kept is not None and not kept.all():
+            windows = [w for w, ok in zip(windows, kept.tolist(), strict=True) if ok]
+            errors, flags = errors[kept], flags[kept]
+        primary = self.primary
+        self._pending = [("primary", primary.model_version, errors, flags, primary.threshold)]
         self._pending_agreement = None
         if self.shadow is None or not windows:
             return []
-        batch = score_shadow(self.shadow, windows, scores, self._shadow_topic, self._wall_ms())
+        batch = score_shadow(self.shadow, windows, flags, self._shadow_topic, self._wall_ms())
+        shadow = self.shadow
         self._pending.append(
-            ("shadow", self.shadow.model_version, batch.scores, self.shadow.threshold)
+            ("shadow", shadow.model_version, batch.errors, batch.flags, shadow.threshold)
         )
         self._pending_agreement = (
-            self.primary.model_version,
-            self.shadow.model_version,
+            primary.model_version,
+            shadow.model_version,
             batch.agreement.as_dict(),
         )
         return batch.messages
 
     def committed(self) -> None:
-        """The batch of the last ``outputs`` is committed: count it."""
-        for role, version, scores, threshold in self._pending:
-            if scores.errors.size == 0:
+        """The batch of the last ``outputs`` is committed: count it. (A score the producer
+        then refused, rare, became a dead letter but is still counted here.)"""
+        for role, version, errors, flags, threshold in self._pending:
+            if errors.size == 0:
                 continue
-            self._metrics.scored.labels(role, version).inc(scores.errors.size)
-            self._metrics.anomalous.labels(role, version).inc(int(scores.anomalies.sum()))
+            self._metrics.scored.labels(role, version).inc(errors.size)
+            self._metrics.anomalous.labels(role, version).inc(int(flags.sum()))
             if threshold > 0:  # a zero threshold (every window anomalous) has no ratio
-                ratio = scores.errors / np.float32(threshold)
+                ratio = errors / np.float32(threshold)
                 self._metrics.error_ratio.observe_many((role, version), ratio)
         if self._pending_agreement is not None:
             primary, shadow, counts = self._pending_agreement

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.core.codec import Window, encode_score, windows_array
-from worker.core.scorer import Scorer, Scores
+from worker.core.scorer import Scorer
 from worker.service.delivery import Outgoing
 
 
@@ -47,36 +47,44 @@ class FlagAgreement:
         }
 
 
+# ``Outgoing.origin`` of a shadow record: no input of its own, so a refusal is not rerouted.
+SHADOW_ORIGIN = -1
+
+
 @dataclass(frozen=True)
 class ShadowBatch:
-    """The shadow's results for one batch."""
+    """The shadow's results for one batch (one row per window it scored)."""
 
     messages: list[Outgoing]
-    scores: Scores
+    errors: np.ndarray
+    flags: np.ndarray
     agreement: FlagAgreement
 
 
 def score_shadow(
     shadow: Scorer,
     windows: Sequence[Window],
-    primary: Scores,
+    primary_flags: np.ndarray,
     topic: str,
     now_ms: int,
 ) -> ShadowBatch:
-    """Score ``windows`` (those the primary scored, aligned with ``primary``) with the
-    shadow and encode its score records for ``topic``. A window the shadow cannot score
-    (non-finite in its normalisation) gets no shadow record and no agreement count."""
-    scores = shadow.score(windows_array(list(windows), shadow.window_length))
-    ok = scores.scorable.tolist()
-    kept = [w for w, good in zip(windows, ok, strict=True) if good]
-    errors, flags = scores.errors.tolist(), scores.anomalies.tolist()
-    messages = [
-        Outgoing(
-            topic,
-            w.key,
-            encode_score(w, errors[i], flags[i], shadow.threshold, shadow.model_version, now_ms),
-        )
-        for i, w in enumerate(kept)
-    ]
-    agreement = FlagAgreement.of(primary.anomalies[scores.scorable], scores.anomalies)
-    return ShadowBatch(messages, scores, agreement)
+    """Score ``windows`` (those the primary scored, aligned with ``primary_flags``) with
+    the shadow and encode its score records for ``topic``. A window the shadow cannot score
+    (non-finite in its normalisation or its error) gets no shadow record and no agreement
+    count; the primary's outputs never depend on the shadow."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = shadow.score(windows_array(list(windows), shadow.window_length))
+    rows = np.flatnonzero(scores.scorable)
+    finite = np.isfinite(scores.errors)
+    rows, errors, flags = rows[finite], scores.errors[finite], scores.anomalies[finite]
+    threshold, version = shadow.threshold, shadow.model_version
+    messages = []
+    for r, error, flag in zip(rows.tolist(), errors.tolist(), flags.tolist(), strict=True):
+        w = windows[r]
+        try:
+            value = encode_score(w, error, flag, threshold, version, now_ms)
+        except (TypeError, ValueError):  # the primary's record of it went out; skip this one
+            continue
+        messages.append(Outgoing(topic, w.key, value, None, SHADOW_ORIGIN))
+    agreement = FlagAgreement.of(np.asarray(primary_flags, bool)[rows], flags)
+    return ShadowBatch(messages, errors, flags, agreement)
