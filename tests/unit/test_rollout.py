@@ -40,6 +40,7 @@ from worker.service.rollout_metrics import RolloutMetrics
 from worker.service.shadow import FlagAgreement
 
 IN, SCORES, ANOM, SHADOW = "ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.scores.shadow"
+DLQ = "ecg.windows.dlq"
 POLL_S = 1.0
 
 
@@ -393,3 +394,26 @@ def test_making_a_promotion_durable_by_a_symlink_swap_changes_nothing(tmp_path: 
 
     assert rig.value("ecg_model_reloads_total", role="primary", result="applied") == 1
     assert rig.value("ecg_model_reloads_total", role="primary", result="unchanged") == 1
+
+
+class RefusingShadowProducer(FakeProducer):
+    """Refuses every record for the shadow topic one by one, as for a too-large record."""
+
+    def send(self, topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+        if topic == SHADOW:
+            raise ValueError("record too large for the shadow topic")
+        return super().send(topic, value, key, headers, partition, timestamp_ms)
+
+
+def test_a_refused_shadow_record_is_dropped_and_the_primary_scores_stay(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, shadow=write_artifact_dir(tmp_path / "candidate", seed=11).path)
+    producer = RefusingShadowProducer()
+    rig.loop._delivery = AtLeastOnceDelivery(producer, rig.consumer, 5.0)
+    rig.send(synthetic_windows(4, seed=1))
+    rig.rounds(1)
+
+    assert [decode_score(s.value).id for s in producer.by_topic(SCORES)] == [
+        f"w-{i}" for i in range(4)
+    ]
+    assert producer.by_topic(DLQ) == [] and producer.by_topic(SHADOW) == []
+    assert rig.consumer.committed_offsets[TopicPartition(IN, 0)] == 4
