@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration lint format typecheck bench bench-acceptance train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
+.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration faults soak lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
 	@echo "make test-kernels - the score-agreement tests under forced OpenBLAS kernels"
-	@echo "make unit | integration | lint | typecheck | bench | bench-acceptance | train | kafka-start | kafka-stop | helm-lint | clean"
+	@echo "make unit | integration | faults | soak | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | helm-lint | clean"
 
 setup: system venv kafka-libs helm
 
@@ -64,6 +64,14 @@ test-kernels: venv
 integration: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration
 
+# The fault-injection suite alone (also part of make test), with one FAULT line per fault.
+faults: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/integration/test_faults.py -s -q
+
+# A longer soak: 10 kill -9 rounds per delivery mode on a 30,000-window stream (~1.5 min).
+soak: setup
+	PATH=$(abspath $(BIN)):$$PATH ECG_FAULT_ROUNDS=10 $(BIN)/pytest tests/integration/test_faults.py -s -q -k kill9_worker
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -83,6 +91,11 @@ bench: setup
 bench-acceptance: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/ecg_acceptance.py
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/image_models.py
+
+# Fail-over time with/without static membership; exactly-once vs at-least-once throughput.
+bench-reliability: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/reliability.py failover --runs 2
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/reliability.py throughput
 
 train: venv
 	$(BIN)/ecg-train ecg --out artifacts/ecg

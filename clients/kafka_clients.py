@@ -86,10 +86,14 @@ def make_producer(bootstrap_servers: str, **config: Any) -> KafkaProducer:
 
 
 def make_consumer(bootstrap_servers: str, **config: Any) -> KafkaConsumer:
-    """A consumer with no group by default (reads without committing anything)."""
+    """A consumer with no group by default (reads without committing anything) that sees
+    committed transactions only."""
     settings = {
         "group_id": None,
         "enable_auto_commit": False,
+        # Skip outputs of aborted transactions (the worker's exactly-once mode); the same
+        # as read_uncommitted for a non-transactional producer.
+        "isolation_level": "read_committed",
         "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
         "client_id": "ecg-tools",
         **config,

@@ -147,9 +147,12 @@ EOF
 }
 
 port_in_use() {
+  # SO_REUSEADDR as the broker itself binds: connections of a killed broker linger in
+  # TIME_WAIT for a minute and must not count as "taken"; a live listener still does.
   python3 - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

@@ -190,3 +190,38 @@ def test_limits_have_env_overrides(tmp_path: Path) -> None:
     assert config.limits.max_field_depth == 4
     assert config.limits.max_batch_bytes == 1048576
     assert "ECG_MAX_FIELD_KEYS" in env_help()
+
+
+def test_static_membership_and_delivery_mode_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  group_instance_id: pod-1\ndelivery:\n  mode: exactly_once\n")
+    config = WorkerConfig.from_yaml(path, env={})
+    assert config.kafka.group_instance_id == "pod-1"
+    assert config.delivery.mode == "exactly_once"
+    assert WorkerConfig().kafka.group_instance_id is None
+    assert WorkerConfig().delivery.mode == "at_least_once"
+
+    env = {"ECG_GROUP_INSTANCE_ID": "pod-2", "ECG_DELIVERY_MODE": "at_least_once"}
+    overridden = WorkerConfig.from_yaml(path, env=env)
+    assert overridden.kafka.group_instance_id == "pod-2"
+    assert overridden.delivery.mode == "at_least_once"
+    assert "ECG_GROUP_INSTANCE_ID" in env_help() and "ECG_DELIVERY_MODE" in env_help()
+
+
+def test_bad_delivery_mode_and_instance_id_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"delivery\.mode must be one of"):
+        WorkerConfig.from_yaml(write(tmp_path, "delivery:\n  mode: exactly-once\n"), env={})
+    with pytest.raises(ConfigError, match=r"kafka\.group_instance_id"):
+        WorkerConfig.from_yaml(write(tmp_path, "kafka:\n  group_instance_id: ''\n"), env={})
+    with pytest.raises(ConfigError, match="cannot be passed"):
+        WorkerConfig.from_yaml(
+            write(tmp_path, "kafka:\n  client:\n    group_instance_id: x\n"), env={}
+        )
+    with pytest.raises(ConfigError, match="idempotent"):
+        WorkerConfig.from_yaml(
+            write(
+                tmp_path,
+                "delivery:\n  mode: exactly_once\n"
+                "kafka:\n  client:\n    enable_idempotence: false\n",
+            ),
+            env={},
+        )

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "ecg-worker"
 # Set by the chart's templates from other values, so not settable under `config`.
 CHART_OWNED = {
-    "kafka": {"bootstrap_servers", "group_id"},
+    "kafka": {"bootstrap_servers", "group_id", "group_instance_id"},
     "topics": {"input", "scores", "anomalies", "dead_letter"},
     "metrics": {"host", "port"},
 }

@@ -16,7 +16,7 @@ from worker.core.errors import ConfigError
 from worker.core.scorer import Scorer
 from worker.core.selftest import check_self_test
 from worker.service.config import WorkerConfig
-from worker.service.delivery import AtLeastOnceDelivery
+from worker.service.delivery import AtLeastOnceDelivery, Delivery
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState, MetricsServer
 from worker.service.kafka_io import connect, ensure_topics
@@ -25,6 +25,7 @@ from worker.service.metrics import WorkerMetrics
 from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
 from worker.service.rollout import Rollout, install_sighup
 from worker.service.rollout_metrics import RolloutMetrics
+from worker.service.transactions import ExactlyOnceDelivery
 
 log = logging.getLogger("ecg-worker")
 
@@ -88,7 +89,12 @@ def run(config: WorkerConfig) -> int:
         # running loop is the only sign of a working consumer.
         health.joined = health.joined or tracker.cooperative
         flush_s = config.kafka.flush_bound_ms / 1000.0
-        delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
+        delivery: Delivery
+        if config.delivery.mode == "exactly_once":
+            delivery = ExactlyOnceDelivery(clients.producer, clients.consumer, flush_s)
+        else:
+            delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
+        log.info("delivery mode %s", config.delivery.mode)
         loop = WorkerLoop(
             config, clients.consumer, delivery, scorer, metrics, tracker, health, drift,
             rollout=rollout,

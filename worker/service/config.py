@@ -51,6 +51,7 @@ RESERVED_CLIENT_KEYS = frozenset(
         "bootstrap_timeout_ms",
         "transactional_id",
         "isolation_level",
+        "group_instance_id",
     }
 )
 CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)
@@ -59,6 +60,7 @@ CLIENT_KEYS = (CONSUMER_KEYS | PRODUCER_KEYS) - RESERVED_CLIENT_KEYS
 OFFSET_RESETS = ("earliest", "latest")
 # Extra time granted to a flush beyond the producer's own delivery timeout.
 FLUSH_MARGIN_MS = 5000
+DELIVERY_MODES = ("at_least_once", "exactly_once")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class KafkaConfig:
     # Where a new consumer group starts; "earliest" so windows sent before the first worker
     # started are scored too.
     auto_offset_reset: str = "earliest"
+    # Static group membership (KIP-345): a worker restarted with the same id gets its
+    # partitions back at once instead of after a rebalance. Unique per live worker.
+    group_instance_id: str | None = None
     # Passed through to kafka-python (security_protocol, sasl_*, ssl_*, timeouts, ...).
     client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -208,6 +213,16 @@ class ReloadConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """How a batch's outputs and its offset commit are tied together (docs/reliability.md)."""
+
+    # at_least_once: publish, wait for acks, then commit (a crash may duplicate outputs).
+    # exactly_once: outputs and offsets in one Kafka transaction (read_committed readers
+    # see each output once).
+    mode: str = "at_least_once"
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything ``ecg-worker`` needs, validated."""
 
@@ -228,6 +243,8 @@ class WorkerConfig:
         """The topics that must exist: the four, plus the shadow topic with a shadow."""
         shadow = (self.topics.shadow_scores,) if self.shadow_artifact is not None else ()
         return (*self.topics.names(), *shadow)
+
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @classmethod
     def from_yaml(
@@ -292,6 +309,10 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
                 "comma-separated host:port list"),
     EnvOverride("ECG_GROUP_ID", ("kafka", "group_id"), str, "consumer group id"),
     EnvOverride("ECG_CLIENT_ID", ("kafka", "client_id"), str, "Kafka client id"),
+    EnvOverride("ECG_GROUP_INSTANCE_ID", ("kafka", "group_instance_id"), str,
+                "static group member id (e.g. the pod name)"),
+    EnvOverride("ECG_DELIVERY_MODE", ("delivery", "mode"), str,
+                "at_least_once | exactly_once"),
     EnvOverride("ECG_INPUT_TOPIC", ("topics", "input"), str, "input topic"),
     EnvOverride("ECG_SCORES_TOPIC", ("topics", "scores"), str, "scores topic"),
     EnvOverride("ECG_ANOMALIES_TOPIC", ("topics", "anomalies"), str, "anomalies topic"),
@@ -397,6 +418,7 @@ _NESTED: dict[str, type] = {
     "drift": DriftConfig,
     "validation": ValidationConfig,
     "reload": ReloadConfig,
+    "delivery": DeliveryConfig,
 }
 
 
@@ -421,6 +443,8 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: {dotted} must be a path string, got {value!r}")
         return Path(value)
+    if dotted == "kafka.group_instance_id":
+        return _group_instance_id(value, where)
     if isinstance(default, Path):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: {dotted} must be a path string, got {value!r}")
@@ -467,6 +491,18 @@ def _client_settings(value: Any, where: str) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
+def _group_instance_id(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    # Kafka's own rules for the id (it becomes part of a transactional id, too).
+    if not isinstance(value, str) or not value or value in (".", "..") or len(value) > 249:
+        raise ConfigError(
+            f"{where}: kafka.group_instance_id must be null or a non-empty string of at most "
+            f"249 characters, got {value!r}"
+        )
+    return value
+
+
 def _did_you_mean(key: str, known: Any) -> str:
     match = difflib.get_close_matches(str(key), sorted(known), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -500,6 +536,16 @@ def _cross_check(config: WorkerConfig, where: str) -> None:
         fail("topics.partitions and topics.replication_factor must be >= 1")
     if config.kafka.auto_offset_reset not in OFFSET_RESETS:
         fail(f"kafka.auto_offset_reset must be one of {OFFSET_RESETS}")
+    if config.delivery.mode not in DELIVERY_MODES:
+        fail(f"delivery.mode must be one of {DELIVERY_MODES}, got {config.delivery.mode!r}")
+    if (
+        config.delivery.mode == "exactly_once"
+        and config.kafka.client.get("enable_idempotence", True) is not True
+    ):
+        fail(
+            "delivery.mode exactly_once needs an idempotent producer; drop "
+            "kafka.client.enable_idempotence"
+        )
     batching = config.batching
     if batching.max_batch_size < 1:
         fail(f"batching.max_batch_size must be >= 1, got {batching.max_batch_size}")

@@ -108,8 +108,28 @@ class Committer(Protocol):
     def commit(self, offsets: Any = None, timeout_ms: Any = None) -> None: ...
 
 
+class Delivery(Protocol):
+    """What the loop needs from a delivery mode (at least once, or exactly once in
+    ``worker.service.transactions``)."""
+
+    # True when a batch that was not committed left no output visible (a transaction was
+    # aborted): the loop then reads that batch again.
+    atomic: bool
+
+    def publish(
+        self,
+        messages: Sequence[Outgoing],
+        offsets: Mapping[tuple[str, int], int],
+        reroute: Reroute | None = None,
+    ) -> bool: ...
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool: ...
+
+
 class AtLeastOnceDelivery:
     """Publish, wait for every acknowledgement, then commit."""
+
+    atomic = False
 
     def __init__(self, producer: Producer, consumer: Committer, flush_timeout_s: float) -> None:
         self._producer = producer

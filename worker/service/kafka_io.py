@@ -20,6 +20,7 @@ from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
 from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.rebalance import PartitionTracker
+from worker.service.transactions import transactional_id
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,17 @@ def _create(admin: KafkaAdminClient, config: WorkerConfig, names: list[str]) -> 
 def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
     """Build the producer and the subscribed consumer (after ``ensure_topics``)."""
     where = _where(config)
+    exactly_once = config.delivery.mode == "exactly_once"
+    transactional: dict[str, Any] = {}
+    if exactly_once:
+        transactional = {"transactional_id": transactional_id(config)}
     try:
         producer = KafkaProducer(
             **{
                 **PRODUCER_DEFAULTS,
                 **config.kafka.producer_settings(),
                 **_common(config),
+                **transactional,
                 "acks": "all",
             }
         )
@@ -129,6 +135,9 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
         "group_id": config.kafka.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": config.kafka.auto_offset_reset,
+        "group_instance_id": config.kafka.group_instance_id,
+        # Exactly-once reads past no open transaction of an upstream transactional producer.
+        "isolation_level": "read_committed" if exactly_once else "read_uncommitted",
     }
     try:
         consumer = KafkaConsumer(**consumer_settings)

@@ -42,7 +42,7 @@ from worker.core.scorer import Scorer, Scores
 from worker.core.segments import batch_abnormal_segments
 from worker.service.batcher import Batcher
 from worker.service.config import WorkerConfig
-from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
+from worker.service.delivery import CommitFailed, Delivery, Outgoing, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
 from worker.service.input_schema import InputSchemaCheck
@@ -72,6 +72,8 @@ class Consumer(Protocol):
 
     def beginning_offsets(self, partitions: Any) -> Any: ...
 
+    def seek(self, partition: Any, offset: int) -> None: ...
+
 
 class WorkerLoop:
     """Runs until ``stop()``; then finishes the batch in hand, publishes, commits, returns."""
@@ -80,7 +82,7 @@ class WorkerLoop:
         self,
         config: WorkerConfig,
         consumer: Consumer,
-        delivery: AtLeastOnceDelivery,
+        delivery: Delivery,
         scorer: Scorer,
         metrics: WorkerMetrics,
         tracker: PartitionTracker,
@@ -227,6 +229,8 @@ class WorkerLoop:
             raise
         if not committed:
             self._metrics.commit_failures.inc()
+            if self._delivery.atomic:
+                self._replay(items)
             return
         acked_ms = self._wall_ms()
         self._committed.update(offsets)
@@ -300,6 +304,35 @@ class WorkerLoop:
     def _dead_letter(self, rejected: Rejected, origin: int, max_bytes: int) -> Outgoing:
         dead = encode_dead_letter(rejected, max_bytes)
         return Outgoing(self._topics.dead_letter, dead.key, dead.value, dead.headers, origin)
+
+    def _replay(self, items: list[Window | Rejected]) -> None:
+        """An aborted transaction left nothing of the batch visible, so its partitions that
+        are still ours are read again from their last commit; records held for them are
+        dropped so that order is kept. (At least once never needs this: its outputs are out.)
+        """
+        first: dict[tuple[str, int], int] = {}
+        for item in items:
+            first.setdefault((item.topic, item.partition), item.offset)
+        self._discard(lambda item: (item.topic, item.partition) not in first, "aborted batch")
+        owned = self._tracker.assigned()
+        for (topic, partition), offset in first.items():
+            if (topic, partition) not in owned:
+                continue  # the new owner starts at the last commit
+            tp = TopicPartition(topic, partition)
+            try:
+                committed = self._consumer.committed(tp)
+                self._consumer.seek(tp, offset if committed is None else committed)
+            except (KafkaError, AssertionError) as exc:
+                raise CommitFailed(
+                    f"cannot rewind {topic}[{partition}] after an aborted batch: {exc!r}; "
+                    "a restart resumes from the last commit"
+                ) from exc
+            log.info(
+                "aborted batch: %s[%d] is read again from offset %s",
+                topic,
+                partition,
+                offset if committed is None else committed,
+            )
 
     # ------------------------------------------------------------------ partitions, lag
 
