@@ -301,3 +301,16 @@ def test_shadow_agreement_equals_an_offline_comparison_and_promote_swaps_it_in(
     assert versions == [primary.model_version] * switch + [candidate.model_version] * (400 - switch)
     shadowed = [s.id for s in rollout.scores(rollout.shadow_topic, n + switch)]
     assert len(shadowed) == n + switch  # the shadow slot is empty after the promotion
+
+
+def test_shadow_scores_ride_the_exactly_once_transaction(rollout: Rollout) -> None:
+    candidate = write_artifact_dir(rollout.tmp / "candidate", seed=11)
+    rollout.start(shadow_artifact=str(candidate.path), delivery={"mode": "exactly_once"})
+    ids = [f"x-{i:03d}" for i in range(150)]
+    rollout.send(ids, synthetic_windows(150, seed=25))
+    shadow = rollout.scores(rollout.shadow_topic, 150)
+    scores = rollout.scores(rollout.topics.scores, 150)
+
+    assert sorted(s.id for s in shadow) == ids == sorted(s.id for s in scores)
+    assert {s.model_version for s in shadow} == {candidate.model_version}
+    assert "delivery mode exactly_once" in rollout.workers[-1].log_path.read_text()
