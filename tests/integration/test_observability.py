@@ -60,7 +60,7 @@ from worker.core.artifact import EcgArtifact
 from worker.core.codec import REASONS, Score, decode_score
 from worker.core.scorer import Scorer, Scores
 from worker.service.drift import ks, psi
-from worker.service.metrics import LATENCY_BUCKETS_S
+from worker.service.metrics import ERROR_BUCKET_FACTORS, LATENCY_BUCKETS_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -164,6 +164,10 @@ def _worker_env(
         "ECG_ARTIFACT": str(artifact),
         "ECG_METRICS_HOST": "127.0.0.1",
         "ECG_METRICS_PORT": str(port),
+        # The served model also scores in shadow (the rollout panels need a shadow; the
+        # same model agrees with itself on every window, so no rollout alert matches).
+        "ECG_SHADOW_ARTIFACT": str(artifact),
+        "ECG_SHADOW_SCORES_TOPIC": f"{topics.scores}.shadow",
     }
 
 
@@ -226,6 +230,7 @@ def observed(
     tmp = tmp_path_factory.mktemp("observability")
     try:
         topics = kafka_broker.topic_set(partitions=2)
+        kafka_broker.create_topics([f"{topics.scores}.shadow"])
     except Exception as exc:
         unavailable(f"cannot create topics: {exc}\n{kafka_broker.log_tail()}")
     artifact = write_artifact_dir(tmp / "artifact")
@@ -605,3 +610,37 @@ def test_worker_stops_cleanly_and_prometheus_sees_it_down(observed: Observed) ->
     assert [(a["state"], a["labels"]["instance"]) for a in down] == [
         ("pending", f"127.0.0.1:{observed.port}")
     ]
+
+
+def test_rollout_panels_show_primary_and_shadow_side_by_side(observed: Observed) -> None:
+    version = observed.artifact.model_version
+    flagged = sum(1 for s in observed.scores if s.anomaly is True)
+    models = {r["metric"]["role"]: r["metric"]["model_version"] for r in
+              _panel(observed, "Primary and shadow models", "ecg_model_info")
+              + _panel(observed, "Primary and shadow models", "ecg_shadow_model_info")}  # fmt: skip
+    reloads = {(r["metric"]["role"], r["metric"]["result"]): float(r["value"][1])
+               for r in _panel(observed, "Model reloads")}  # fmt: skip
+    agreement = {r["metric"]["outcome"]: _as_count(observed, [r])
+                 for r in _panel(observed, "Shadow agreement", "by (outcome)")}  # fmt: skip
+    rates = {r["metric"]["role"]: float(r["value"][1])
+             for r in _panel(observed, "Anomaly rate per model")}  # fmt: skip
+
+    assert models == {"primary": version, "shadow": version}
+    assert set(reloads.values()) == {0.0} and len(reloads) == 6
+    assert agreement == {"both": flagged, "neither": VALID - flagged,
+                         "only_primary": 0, "only_shadow": 0}  # fmt: skip
+    assert _single(_panel(observed, "Shadow agreement", "1 - sum")) == 0
+    assert rates == {
+        "primary": pytest.approx(flagged / VALID),
+        "shadow": pytest.approx(flagged / VALID),
+    }
+    ratios = np.sort([s.error / s.threshold for s in observed.scores])
+    bounds = [*ERROR_BUCKET_FACTORS, math.inf]
+    for q in (0.5, 0.9):
+        # The median sits at the threshold (ratio 1.0, a bucket bound): allow either side.
+        ratio = ratios[math.ceil(q * VALID) - 1]
+        lower = _bucket_bounds(ratio * (1 - 1e-6), bounds)[0]
+        upper = _bucket_bounds(ratio * (1 + 1e-6), bounds)[1]
+        shown = _panel(observed, "Error / threshold per model", f"histogram_quantile({q},")
+        assert len(shown) == 2  # primary and shadow
+        assert all(lower <= float(r["value"][1]) <= upper for r in shown), (q, shown)

@@ -96,6 +96,11 @@ def _design_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
         "profile": "tutorial",
         "threshold_rule": "mean_std",
         "window_length": "140",
+        "role": "primary",
+        "result": "applied",
+        "primary_version": "3f1c2a9b0d4e5f67",
+        "shadow_version": "0a1b2c3d4e5f6789",
+        "outcome": "both",
     }
 
     def step() -> None:

@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         training_error_quantiles=tuple(error_quantiles(result.normal_fit_errors)),
         metadata=_metadata(data, profile, args.seed, result),
     )
-    saved = save_ecg_artifact(unsaved, out, keras_model=result.model)
+    # The self-test's reference windows: real test beats, scored again before serving.
+    saved = save_ecg_artifact(
+        unsaved, out, keras_model=result.model, reference_windows=result.test_windows[:8]
+    )
     _verify(saved, result)
     meta = saved.metadata
     log.info("artifact %s written to %s", saved.model_version, out)

@@ -496,7 +496,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def save_ecg_artifact(
-    artifact: EcgArtifact, out_dir: str | os.PathLike[str], *, keras_model: Any = None
+    artifact: EcgArtifact,
+    out_dir: str | os.PathLike[str],
+    *,
+    keras_model: Any = None,
+    reference_windows: np.ndarray | None = None,
 ) -> EcgArtifact:
     """Write an ECG artifact (``weights.npz`` + ``artifact.json``, and ``model.keras`` when
     ``keras_model`` is given) atomically, and return it loaded back from ``out_dir``.
@@ -504,8 +508,13 @@ def save_ecg_artifact(
     ``artifact.metadata`` adds the provenance sections (data, metrics, training, library
     versions, ``run``); the fields ``EcgArtifact`` defines are written from the artifact.
     ``model_version`` is the content hash of weights and metadata, as in ``write_artifact``.
+    A ``self_test`` section (``worker.core.selftest``) records this model's errors on
+    ``reference_windows`` (default: deterministic windows in the model's input range).
     """
+    from worker.core.selftest import SECTION, reference_section  # selftest imports this module
+
     extra = {k: v for k, v in artifact.metadata.items() if k not in ECG_FIELDS}
+    extra[SECTION] = reference_section(artifact, reference_windows)
     meta: dict[str, Any] = {
         **extra,
         "kind": ECG_KIND,

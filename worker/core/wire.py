@@ -16,6 +16,8 @@ INPUT_TOPIC = "ecg.windows"
 SCORES_TOPIC = "ecg.scores"
 ANOMALIES_TOPIC = "ecg.anomalies"
 DEAD_LETTER_TOPIC = "ecg.windows.dlq"
+# Scores of the shadow (candidate) model: never the anomaly topic, so nobody acts on them.
+SHADOW_SCORES_TOPIC = "ecg.scores.shadow"
 # Topic role (the key under ``topics:`` in worker.yaml) -> default name.
 DEFAULT_TOPICS = MappingProxyType(
     {

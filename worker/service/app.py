@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from worker.core.artifact import load_ecg_artifact
 from worker.core.errors import ConfigError
 from worker.core.scorer import Scorer
+from worker.core.selftest import check_self_test
 from worker.service.config import WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, Delivery
 from worker.service.drift import DriftMonitor
@@ -22,6 +23,8 @@ from worker.service.kafka_io import connect, ensure_topics
 from worker.service.loop import WorkerLoop
 from worker.service.metrics import WorkerMetrics
 from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
+from worker.service.rollout import Rollout, install_sighup
+from worker.service.rollout_metrics import RolloutMetrics
 from worker.service.transactions import ExactlyOnceDelivery
 
 log = logging.getLogger("ecg-worker")
@@ -30,6 +33,7 @@ log = logging.getLogger("ecg-worker")
 def run(config: WorkerConfig) -> int:
     """Run the worker until a signal; raises ``EcgError`` subclasses for known failures."""
     artifact = load_ecg_artifact(config.artifact)
+    check_self_test(artifact)  # the same check every hot reload runs
     scorer = Scorer(artifact)
     log.info(
         "model %s loaded from %s (profile %s, threshold %.6g by %s, window %d)",
@@ -47,8 +51,17 @@ def run(config: WorkerConfig) -> int:
     metrics = WorkerMetrics(artifact, config.batching.max_batch_size, drift, registry)
     health = HealthState(config.metrics.stall_timeout_ms)
     health.model_loaded = True
+    rollout = _rollout(config, scorer, metrics, drift, registry)
+    actions = (
+        {"/reload": lambda: rollout.http_action("reload"),
+         "/promote": lambda: rollout.http_action("promote")}
+        if config.reload.http
+        else None
+    )  # fmt: skip
     try:
-        server = MetricsServer(registry, health, config.metrics.host, config.metrics.port)
+        server = MetricsServer(
+            registry, health, config.metrics.host, config.metrics.port, actions=actions
+        )
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc} "
@@ -83,9 +96,11 @@ def run(config: WorkerConfig) -> int:
             delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
         log.info("delivery mode %s", config.delivery.mode)
         loop = WorkerLoop(
-            config, clients.consumer, delivery, scorer, metrics, tracker, health, drift
-        )
+            config, clients.consumer, delivery, scorer, metrics, tracker, health, drift,
+            rollout=rollout,
+        )  # fmt: skip
         previous = _install_signals(loop)
+        restore_sighup = install_sighup(rollout)
         clean = False
         try:
             log.info(
@@ -97,12 +112,34 @@ def run(config: WorkerConfig) -> int:
             loop.run()
             clean = True
         finally:
+            restore_sighup()
             _restore_signals(previous)
             clients.close(timeout_s=10.0 if clean else 2.0)
         log.info("stopped cleanly: batch in hand published and committed, left the group")
         return 0
     finally:
         server.stop()
+
+
+def _rollout(
+    config: WorkerConfig,
+    scorer: Scorer,
+    metrics: WorkerMetrics,
+    drift: DriftMonitor,
+    registry: CollectorRegistry,
+) -> Rollout:
+    """Hot reload and shadow scoring (``worker.service.rollout``), on the worker's registry."""
+    return Rollout(
+        scorer,
+        RolloutMetrics(registry),
+        metrics,
+        artifact_path=config.artifact,
+        shadow_path=config.shadow_artifact,
+        shadow_topic=config.topics.shadow_scores,
+        watch=config.reload.watch,
+        poll_interval_s=config.reload.poll_interval_ms / 1000.0,
+        drift=drift,
+    )
 
 
 def _install_signals(loop: WorkerLoop) -> dict[int, object]:

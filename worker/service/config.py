@@ -127,6 +127,8 @@ class TopicsConfig:
     scores: str = wire.SCORES_TOPIC
     anomalies: str = wire.ANOMALIES_TOPIC
     dead_letter: str = wire.DEAD_LETTER_TOPIC
+    # Where the shadow model's scores go (only with ``shadow_artifact``).
+    shadow_scores: str = wire.SHADOW_SCORES_TOPIC
     create_topics: bool = False
     partitions: int = 1
     replication_factor: int = 1
@@ -199,6 +201,18 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class ReloadConfig:
+    """Hot reload of the model between batches (``worker.service.model_reload``)."""
+
+    # Poll the artifact location (and the shadow's) for a replaced model.
+    watch: bool = True
+    poll_interval_ms: int = 2000
+    # POST /reload and /promote on the metrics address; off by default (anyone who can reach
+    # that address could swap the model).
+    http: bool = False
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """How a batch's outputs and its offset commit are tied together (docs/reliability.md)."""
 
@@ -221,6 +235,15 @@ class WorkerConfig:
     startup: StartupConfig = field(default_factory=StartupConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    # A candidate model scoring the same batches; its scores go to topics.shadow_scores.
+    shadow_artifact: Path | None = None
+
+    def required_topics(self) -> tuple[str, ...]:
+        """The topics that must exist: the four, plus the shadow topic with a shadow."""
+        shadow = (self.topics.shadow_scores,) if self.shadow_artifact is not None else ()
+        return (*self.topics.names(), *shadow)
+
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @classmethod
@@ -311,6 +334,14 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_ARTIFACT", ("artifact",), str, "model artifact directory"),
     EnvOverride("ECG_METRICS_HOST", ("metrics", "host"), str, "metrics/health bind address"),
     EnvOverride("ECG_METRICS_PORT", ("metrics", "port"), int, "metrics/health port (0 = any)"),
+    EnvOverride("ECG_SHADOW_ARTIFACT", ("shadow_artifact",), str,
+                "shadow (candidate) model artifact directory"),
+    EnvOverride("ECG_SHADOW_SCORES_TOPIC", ("topics", "shadow_scores"), str,
+                "shadow model's scores topic"),
+    EnvOverride("ECG_RELOAD_WATCH", ("reload", "watch"), _parse_bool,
+                "hot-reload a replaced artifact (true/false)"),
+    EnvOverride("ECG_RELOAD_HTTP", ("reload", "http"), _parse_bool,
+                "POST /reload, /promote on the metrics address"),
     EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
                 "none | builtin | schema file path"),
     # Kafka security settings and credentials (a Kubernetes Secret, the Helm chart): the
@@ -386,6 +417,7 @@ _NESTED: dict[str, type] = {
     "startup": StartupConfig,
     "drift": DriftConfig,
     "validation": ValidationConfig,
+    "reload": ReloadConfig,
     "delivery": DeliveryConfig,
 }
 
@@ -405,6 +437,12 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
         return tuple(servers)
     if dotted == "kafka.client":
         return _client_settings(secrets.resolve_secret_files(value, where), where)
+    if dotted == "shadow_artifact":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: {dotted} must be a path string, got {value!r}")
+        return Path(value)
     if dotted == "kafka.group_instance_id":
         return _group_instance_id(value, where)
     if isinstance(default, Path):
@@ -487,6 +525,13 @@ def _cross_check(config: WorkerConfig, where: str) -> None:
             fail(f"topics.{name} {value!r} is not a valid topic name")
     if len(set(names)) != len(names):
         fail(f"topics.input/scores/anomalies/dead_letter must be four distinct names, got {names}")
+    if topics.shadow_scores in names or not topics.shadow_scores.strip():
+        fail(
+            f"topics.shadow_scores {topics.shadow_scores!r} must be a topic of its own "
+            "(shadow scores never go to the scores or anomaly topics)"
+        )
+    if config.reload.poll_interval_ms < 100:
+        fail(f"reload.poll_interval_ms must be >= 100, got {config.reload.poll_interval_ms}")
     if topics.partitions < 1 or topics.replication_factor < 1:
         fail("topics.partitions and topics.replication_factor must be >= 1")
     if config.kafka.auto_offset_reset not in OFFSET_RESETS:

@@ -113,6 +113,14 @@ class DriftMonitor:
             self._next = end % size
             self._count = min(size, self._count + values.size)
 
+    def restart(self, quantiles: Sequence[float]) -> None:
+        """Compare with another model's training errors from now on (after a hot reload):
+        the window empties, since errors of the old model say nothing about the new one."""
+        with self._lock:
+            self.quantiles = tuple(float(q) for q in quantiles)
+            self._next = 0
+            self._count = 0
+
     def window(self) -> np.ndarray:
         """A copy of the errors currently in the window (order not preserved)."""
         with self._lock:

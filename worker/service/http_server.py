@@ -6,6 +6,7 @@
 - ``/readyz``: 200 once the model is loaded, the loop runs and the consumer has joined its
   group, whether or not it holds a partition (a spare replica or the surge pod of a rolling
   update is healthy, and must not stall a rollout); 503 during start-up.
+- ``POST`` actions (``/reload``, ``/promote`` with ``reload.http: true``): none by default.
 
 The server is waitress (a well-kept pure-Python WSGI server) on one daemon thread. Unlike
 a thread per connection, its event loop reads requests without a thread each, so slow or
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -104,9 +105,11 @@ class MetricsServer:
         port: int,
         connection_timeout_s: int = CONNECTION_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        actions: Mapping[str, Action] | None = None,
     ) -> None:
+        """``actions``: POST paths (e.g. ``/reload``) -> handler returning (status, text)."""
         self._server: Any = create_server(
-            make_app(registry, health),
+            make_app(registry, health, actions),
             host=host,
             port=port,
             threads=THREADS,
@@ -147,18 +150,26 @@ class MetricsServer:
 
 
 Environ = dict[str, Any]
+Action = Callable[[], tuple[int, str]]
 StartResponse = Callable[..., Any]
 TEXT = "text/plain; charset=utf-8"
 
 
 def make_app(
-    registry: CollectorRegistry, health: HealthState
+    registry: CollectorRegistry,
+    health: HealthState,
+    actions: Mapping[str, Action] | None = None,
 ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
-    """The WSGI application: prometheus_client's exposition for /metrics, the probes, 404."""
+    """The WSGI application: prometheus_client's exposition for /metrics, the probes, the
+    POST ``actions`` (none unless given), 404."""
     metrics_app = make_wsgi_app(registry)
+    posts = dict(actions or {})
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") == "POST" and path in posts:
+            code, text = posts[path]()
+            return _reply(start_response, code, text.encode())
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _reply(start_response, 405, b"only GET and HEAD\n", [("Allow", "GET, HEAD")])
         if path == "/metrics":
@@ -172,7 +183,14 @@ def make_app(
     return app
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    503: "Service Unavailable",
+}
 
 
 def _status(start_response: StartResponse, ok: bool, reason: str) -> list[bytes]:

@@ -81,7 +81,7 @@ def ensure_topics(config: WorkerConfig) -> None:
             ) from exc
     try:
         existing = set(admin.list_topics())
-        missing = [t for t in config.topics.names() if t not in existing]
+        missing = [t for t in config.required_topics() if t not in existing]
         if missing and config.topics.create_topics:
             _create(admin, config, missing)
         elif missing:

@@ -48,6 +48,7 @@ from worker.service.http_server import HealthState
 from worker.service.input_schema import InputSchemaCheck
 from worker.service.metrics import BatchReport, WorkerMetrics
 from worker.service.rebalance import PartitionTracker
+from worker.service.rollout import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class WorkerLoop:
         drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rollout: Rollout | None = None,
     ) -> None:
         self._consumer = consumer
+        self._rollout = rollout
         self._delivery = delivery
         self._scorer = scorer
         self._metrics = metrics
@@ -144,6 +147,8 @@ class WorkerLoop:
     def step(self) -> None:
         """One round: poll (at most until the open batch is due), decode, deliver due batches."""
         self._health.heartbeat()
+        if self._rollout is not None:  # between batches: the only place the model changes
+            self._scorer = self._rollout.between_batches() or self._scorer
         self._drop_lost_partitions()
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
         if self._tracker.rebalancing():
@@ -209,6 +214,8 @@ class WorkerLoop:
             windows = [w for w, ok in zip(windows, scorable, strict=True) if ok]
         windows, scores = self._drop_unscorable(windows, scores, rejected)
         batch = _Outputs(self, windows, scores, rejected)
+        if self._rollout is not None:  # the shadow's records, published with the batch
+            batch.messages += self._rollout.outputs(windows, scores, batch.scored_mask())
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
             offsets[(item.topic, item.partition)] = item.offset + 1
@@ -249,6 +256,8 @@ class WorkerLoop:
         )
         if self._drift is not None and len(windows):
             self._drift.add(errors)
+        if self._rollout is not None:
+            self._rollout.committed()
 
     @staticmethod
     def _drop_unscorable(
@@ -433,6 +442,9 @@ class _Outputs:
         again with key and value cut to nothing (their size and sha256 stay in headers)."""
         first: dict[int, BaseException] = {}
         for message, exc in refused:
+            if message.origin < 0:  # a shadow score: observational, dropped (see rollout.py)
+                log.warning("shadow score refused by the producer, dropped: %r", exc)
+                continue
             first.setdefault(message.origin, exc)
         out: list[Outgoing] = []
         for origin, exc in first.items():

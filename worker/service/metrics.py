@@ -141,24 +141,35 @@ class WorkerMetrics:
             registry=reg,
         )
         commit_age.set_function(lambda: self._clock() - self._last_commit)
-        Gauge(
+        self.model_info = Gauge(
             "ecg_model_info",
             "The model being served (value is always 1).",
             ["model_version", "profile", "threshold_rule", "window_length"],
             registry=reg,
-        ).labels(
+        )
+        self.threshold = Gauge(
+            "ecg_anomaly_threshold",
+            "Reconstruction error at or above which a window is anomalous.",
+            registry=reg,
+        )
+        self.set_model(artifact)
+        if drift is not None:
+            reg.register(_DriftCollector(drift))
+
+    def set_model(self, artifact: EcgArtifact) -> None:
+        """Show ``artifact`` as the model being served (at start-up and after a hot reload).
+
+        ``ecg_reconstruction_error`` keeps the buckets of the start-up threshold; the
+        per-model series of ``worker.service.rollout_metrics`` follow each model's own.
+        """
+        self.model_info.clear()
+        self.model_info.labels(
             artifact.model_version,
             artifact.profile,
             artifact.threshold_rule,
             str(artifact.window_length),
         ).set(1)
-        Gauge(
-            "ecg_anomaly_threshold",
-            "Reconstruction error at or above which a window is anomalous.",
-            registry=reg,
-        ).set(artifact.threshold)
-        if drift is not None:
-            reg.register(_DriftCollector(drift))
+        self.threshold.set(artifact.threshold)
 
     def record_batch(self, report: BatchReport) -> None:
         """Count a batch whose outputs are acknowledged and whose offsets are committed."""
