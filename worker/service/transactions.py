@@ -31,17 +31,15 @@ from typing import Any, Protocol
 from kafka.errors import (
     CommitFailedError,
     FencedInstanceIdError,
-    IllegalGenerationError,
     KafkaError,
     ProducerFencedError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
 from worker.service.delivery import (
+    GROUP_MOVED_ON,
     MAX_REROUTES,
     PER_RECORD_ERRORS,
     CommitFailed,
@@ -51,15 +49,6 @@ from worker.service.delivery import (
 )
 
 log = logging.getLogger(__name__)
-
-# Raised by send_offsets_to_transaction / commit_transaction when this consumer's group
-# membership is stale: abortable, nothing of the batch becomes visible.
-GROUP_MOVED_ON = (
-    CommitFailedError,
-    RebalanceInProgressError,
-    IllegalGenerationError,
-    UnknownMemberIdError,
-)
 
 
 class TransactionalProducer(Protocol):
