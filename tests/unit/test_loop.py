@@ -8,11 +8,12 @@ dead letter, batches close on size or time, a rebalance loses nothing.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from kafka.errors import CommitFailedError, KafkaTimeoutError
+from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -55,7 +56,9 @@ class Rig:
         self.loop = WorkerLoop(
             self.config,
             self.consumer,
-            AtLeastOnceDelivery(self.producer, self.consumer, 5.0),
+            AtLeastOnceDelivery(
+                self.producer, self.consumer, 5.0, clock=self.clock, sleep=self.clock.advance
+            ),
             self.scorer,
             self.metrics,
             self.tracker,
@@ -208,6 +211,38 @@ def test_other_commit_failures_stop_the_worker(ecg_artifact: EcgArtifact) -> Non
     with pytest.raises(CommitFailed):
         rig.loop.step()
     assert rig.metric("ecg_commit_failures_total") == 1
+
+
+def test_a_commit_the_broker_cannot_take_for_a_moment_is_retried(ecg_artifact: EcgArtifact) -> None:
+    # A broker restarting between the acknowledgements and the commit: the worker rides it
+    # out instead of exiting (and scoring the batch again after a restart).
+    rig = Rig(ecg_artifact, max_batch_size=2)
+    real_commit = rig.consumer.commit
+    failures = [KafkaConnectionError("111 ECONNREFUSED")] * 3
+
+    def flaky(offsets: Any = None, timeout_ms: Any = None) -> None:
+        if failures:
+            raise failures.pop()
+        real_commit(offsets, timeout_ms)
+
+    rig.consumer.commit = flaky  # type: ignore[method-assign]
+    rig.consumer.feed(window_record(i, w) for i, w in enumerate(synthetic_windows(2)))
+    rig.loop.step()
+    assert rig.consumer.committed_offsets == {TopicPartition(IN, 0): 2}
+    assert rig.metric("ecg_commit_failures_total") == 0
+    assert rig.metric("ecg_windows_scored_total") == 2
+
+
+def test_a_commit_error_that_retrying_cannot_mend_stops_the_worker_at_once(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2)
+    rig.consumer.fail_commit = KafkaError("not retriable")
+    started = rig.clock()
+    rig.consumer.feed(window_record(i, w) for i, w in enumerate(synthetic_windows(2)))
+    with pytest.raises(CommitFailed, match="not retriable"):
+        rig.loop.step()
+    assert rig.clock() == started  # no retry pause
 
 
 def test_batch_closes_on_time_when_not_full(ecg_artifact: EcgArtifact) -> None:

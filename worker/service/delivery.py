@@ -14,6 +14,7 @@ which is sent in the same batch, and the batch goes on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,8 @@ PER_RECORD_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Rounds of replacements for refused records (a dead letter, then a smaller one).
 MAX_REROUTES = 2
+# Pause between two tries of a commit that failed with a retriable error.
+COMMIT_RETRY_BACKOFF_S = 1.0
 
 
 class ProduceFailed(BrokerError):
@@ -131,10 +134,19 @@ class AtLeastOnceDelivery:
 
     atomic = False
 
-    def __init__(self, producer: Producer, consumer: Committer, flush_timeout_s: float) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: Committer,
+        flush_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._flush_timeout_s = flush_timeout_s
+        self._clock = clock
+        self._sleep = sleep
 
     def publish(
         self,
@@ -203,8 +215,37 @@ class AtLeastOnceDelivery:
         return refused
 
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> bool:
-        """Commit the given next offsets; False when the group moved on (rebalance)."""
+        """Commit the given next offsets; False when the group moved on (rebalance).
+
+        A retriable failure (the coordinator or the broker is away, e.g. restarting) is
+        retried for up to the flush timeout, so a short broker outage does not stop the
+        worker; past that it is a ``CommitFailed``."""
         if not offsets:
+            return True
+        request = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+        }
+        deadline = self._clock() + self._flush_timeout_s
+        while True:
+            try:
+                self._consumer.commit(request)
+            except GROUP_MOVED_ON as exc:
+                log.warning(
+                    "offset commit rejected because the group rebalanced (%r); outputs are "
+                    "published and the partitions' new owners replay from the last commit",
+                    exc,
+                )
+                return False
+            except FencedInstanceIdError as exc:
+                raise CommitFailed(f"offset commit fenced by another instance: {exc!r}") from exc
+            except KafkaError as exc:
+                left_s = deadline - self._clock()
+                if not exc.retriable or left_s < COMMIT_RETRY_BACKOFF_S:
+                    raise CommitFailed(f"offset commit failed: {exc!r}") from exc
+                log.warning("offset commit failed (%r); retrying for %.0f s more", exc, left_s)
+                self._sleep(COMMIT_RETRY_BACKOFF_S)
+                continue
             return True
         request = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
