@@ -222,10 +222,7 @@ class AtLeastOnceDelivery:
         worker; past that it is a ``CommitFailed``."""
         if not offsets:
             return True
-        request = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in offsets.items()
-        }
+        request = offset_request(offsets)
         deadline = self._clock() + self._flush_timeout_s
         while True:
             try:
@@ -247,21 +244,11 @@ class AtLeastOnceDelivery:
                 self._sleep(COMMIT_RETRY_BACKOFF_S)
                 continue
             return True
-        request = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in offsets.items()
-        }
-        try:
-            self._consumer.commit(request)
-        except GROUP_MOVED_ON as exc:
-            log.warning(
-                "offset commit rejected because the group rebalanced (%r); outputs are "
-                "published and the partitions' new owners replay from the last commit",
-                exc,
-            )
-            return False
-        except FencedInstanceIdError as exc:
-            raise CommitFailed(f"offset commit fenced by another instance: {exc!r}") from exc
-        except KafkaError as exc:
-            raise CommitFailed(f"offset commit failed: {exc!r}") from exc
-        return True
+
+
+def offset_request(offsets: Mapping[tuple[str, int], int]) -> dict[TopicPartition, Any]:
+    """The commit request for next offsets keyed by (topic, partition)."""
+    return {
+        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+        for (topic, partition), offset in offsets.items()
+    }

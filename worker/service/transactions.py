@@ -34,7 +34,6 @@ from kafka.errors import (
     KafkaError,
     ProducerFencedError,
 )
-from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
@@ -46,6 +45,7 @@ from worker.service.delivery import (
     Outgoing,
     ProduceFailed,
     Reroute,
+    offset_request,
 )
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class ExactlyOnceDelivery:
                 # and the broker does not fence a commit without a generation: a woken
                 # zombie would commit offsets of partitions it no longer owns.
                 raise CommitFailedError("this worker is not a member of the group now")
-            request = _offset_request(offsets)
+            request = offset_request(offsets)
             self._bounded(
                 "adding the offsets to the transaction",
                 lambda: self._producer.send_offsets_to_transaction(request, member),
@@ -279,10 +279,3 @@ class ExactlyOnceDelivery:
             log.warning("could not abort the transaction: %r", exc)
             return "transaction left open for the broker to abort"
         return "transaction aborted"
-
-
-def _offset_request(offsets: Mapping[tuple[str, int], int]) -> dict[TopicPartition, Any]:
-    return {
-        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-        for (topic, partition), offset in offsets.items()
-    }
