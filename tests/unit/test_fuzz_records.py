@@ -28,8 +28,7 @@ from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from tests.builders import make_artifact
-from tests.fakes import FakeClock, FakeConsumer, FakeRecord
-from tests.strict_producer import StrictProducer
+from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
 from worker.core.codec import REASONS
 from worker.core.scorer import Scorer
 from worker.service.config import BatchingConfig, WorkerConfig
@@ -187,7 +186,7 @@ def batches(draw: st.DrawFn) -> list[tuple[bytes | None, bytes | None]]:
 def run_batch(batch: list[tuple[bytes | None, bytes | None]], broker_max: int | None) -> None:
     clock = FakeClock()
     consumer = FakeConsumer(clock)
-    producer = StrictProducer(broker_max_bytes=broker_max)
+    producer = FakeProducer(broker_max_bytes=broker_max)
     tracker = PartitionTracker()
     tracker.on_partitions_assigned({TopicPartition(IN, 0)})
     registry = CollectorRegistry()

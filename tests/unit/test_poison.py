@@ -18,8 +18,7 @@ from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from tests.builders import synthetic_windows
-from tests.fakes import FakeClock, FakeConsumer, FakeRecord
-from tests.strict_producer import StrictProducer
+from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
 from worker.core.artifact import EcgArtifact
 from worker.core.scorer import Scorer
 from worker.service.config import BatchingConfig, KafkaConfig, LimitsConfig, WorkerConfig
@@ -39,13 +38,13 @@ class Rig:
     def __init__(
         self,
         artifact: EcgArtifact,
-        producer: StrictProducer | None = None,
+        producer: FakeProducer | None = None,
         limits: LimitsConfig | None = None,
         max_batch_size: int = 64,
     ) -> None:
         self.clock = FakeClock()
         self.consumer = FakeConsumer(self.clock)
-        self.producer = producer or StrictProducer()
+        self.producer = producer or FakeProducer()
         self.registry = CollectorRegistry()
         self.config = replace(
             WorkerConfig(),
@@ -177,7 +176,7 @@ def test_values_near_float32_max_are_unscorable_not_inf(ecg_artifact: EcgArtifac
 def test_score_refused_by_the_broker_becomes_a_dead_letter(ecg_artifact: EcgArtifact) -> None:
     # The broker refuses records above 2 KB: the window with a 3 KB field is scored, but its
     # score is refused (in the future, as a broker answer), so it ends as a dead letter.
-    rig = Rig(ecg_artifact, StrictProducer(broker_max_bytes=2000))
+    rig = Rig(ecg_artifact, FakeProducer(broker_max_bytes=2000))
     rig.feed_valid(1)
     rig.feed(window_json(id='"big"', note='"' + "x" * 3000 + '"').encode())
     rig.feed_valid(1, start=1)
@@ -192,7 +191,7 @@ def test_score_refused_by_the_broker_becomes_a_dead_letter(ecg_artifact: EcgArti
 
 
 def test_refused_dead_letter_is_sent_again_cut_to_nothing(ecg_artifact: EcgArtifact) -> None:
-    rig = Rig(ecg_artifact, StrictProducer(broker_max_bytes=4000))
+    rig = Rig(ecg_artifact, FakeProducer(broker_max_bytes=4000))
     value = b"x" * 10_000  # not JSON; its dead letter (10 KB) is over the broker's limit
     rig.feed(value)
     rig.run_batch()
@@ -210,7 +209,7 @@ def test_score_over_max_request_size_is_a_dead_letter_before_sending(
     # The config cross-check keeps scores below max_request_size; this guard is the last line
     # should it not (here the check is bypassed): the window is dead-lettered before any of
     # its outputs is sent, so it can never end as a score *and* a dead letter.
-    rig = Rig(ecg_artifact, StrictProducer(max_request_size=20_000))
+    rig = Rig(ecg_artifact, FakeProducer(max_request_size=20_000))
     rig.config = replace(
         rig.config,
         kafka=KafkaConfig(client={"max_request_size": 20_000}),
@@ -235,7 +234,7 @@ def test_score_over_max_request_size_is_a_dead_letter_before_sending(
 
 
 def test_broker_wide_failure_still_fails_the_batch(ecg_artifact: EcgArtifact) -> None:
-    producer = StrictProducer()
+    producer = FakeProducer()
     producer.fail_all = True
     rig = Rig(ecg_artifact, producer)
     rig.feed_valid(2)
