@@ -72,7 +72,10 @@ def test_discard_keeps_the_opening_time() -> None:
     assert b.take() == [0, 2, 4]
 
 
-@pytest.mark.parametrize(("size", "wait"), [(0, 10), (1, -1)])
-def test_bad_limits_are_refused(size: int, wait: int) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("size", "wait", "message"),
+    [(0, 10, "max_size must be >= 1, got 0"), (1, -1, "max_wait_ms must be >= 0, got -1")],
+)
+def test_bad_limits_are_refused(size: int, wait: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         Batcher(size, wait)

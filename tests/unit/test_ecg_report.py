@@ -67,4 +67,12 @@ def test_report_with_only_normal_windows(tmp_path: Path) -> None:
     files = write_report(tmp_path / "report", _inputs(np.ones(30, dtype=int)))
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| roc_auc | - | - |" in md
+    # Every figure is still drawn (the ROC one without a curve), none empty.
+    assert sorted(f.name for f in files) == [
+        "error_histogram.png",
+        "loss.png",
+        "reconstructions.png",
+        "report.md",
+        "roc.png",
+    ]
     assert all(f.stat().st_size > 0 for f in files)

@@ -344,10 +344,29 @@ def test_lag_is_log_end_minus_committed(ecg_artifact: EcgArtifact) -> None:
     assert rig.metric("ecg_consumer_lag_records", {"topic": IN, "partition": "0"}) == 3
 
 
+def test_lag_counts_records_in_hand_that_are_not_committed(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=10)
+    w = synthetic_windows(5)
+    rig.consumer.feed(window_record(i, w[i]) for i in range(5))
+    rig.loop.step()  # all five polled into an open batch: none published, none committed
+    assert rig.producer.acked == [] and rig.committed() is None
+    rig.loop.update_lag()
+    assert rig.metric("ecg_consumer_lag_records", {"topic": IN, "partition": "0"}) == 5
+
+
 def test_drift_window_fills_only_with_committed_errors(ecg_artifact: EcgArtifact) -> None:
-    rig = Rig(ecg_artifact, max_batch_size=20)
+    rig = Rig(ecg_artifact, max_batch_size=10)
     w = synthetic_windows(20)
-    rig.consumer.feed(window_record(i, w[i]) for i in range(20))
+    # The first batch is published but its commit is refused (a rebalance): not counted.
+    rig.consumer.fail_commit = CommitFailedError("group rebalanced")
+    rig.consumer.feed(window_record(i, w[i]) for i in range(10))
     rig.loop.step()
-    assert rig.drift.window().size == 20
-    assert 0 <= rig.metric("ecg_error_drift_ks") <= 1
+    assert len(rig.producer.by_topic(SCORES)) == 10 and rig.committed() is None
+    assert rig.drift.window().size == 0
+    rig.consumer.fail_commit = None
+    rig.consumer.feed(window_record(i, w[i]) for i in range(10, 20))
+    rig.loop.step()
+    assert rig.committed() == 20
+    committed = [decode_score(s.value).error for s in rig.producer.by_topic(SCORES)[10:]]
+    # The window holds exactly the committed batch's errors (the very numbers published).
+    assert sorted(rig.drift.window().tolist()) == sorted(committed)

@@ -235,6 +235,24 @@ def test_offline_check_accepts_last_bit_differences_and_names_real_ones(ecg_arti
     assert offline_check(windows, {"w0": exact["w0"]}, scorer).agreement.compared == 1
 
 
+def test_offline_check_agrees_with_scores_streamed_in_other_batch_sizes(ecg_artifact):
+    # The worker scores micro-batches (here 1, 2 and 5 windows); ecg-score scores all 8 at
+    # once: another batch shape, maybe another BLAS kernel, and the check must still agree.
+    scorer = Scorer(ecg_artifact)
+    values = synthetic_windows(8, seed=11)
+    windows = {f"w{i}": values[i] for i in range(8)}
+    streamed = {}
+    for start, stop in ((0, 1), (1, 3), (3, 8)):
+        batch = scorer.score(values[start:stop])
+        for i in range(start, stop):
+            error, flag = float(batch.errors[i - start]), bool(batch.anomalies[i - start])
+            streamed[f"w{i}"] = _streamed(f"w{i}", error, flag)
+    check = offline_check(windows, streamed, scorer)
+    assert check.problems() == []
+    assert check.agreement.compared == 8
+    assert check.line().startswith("offline check  all 8 streamed scores agree with ecg-score")
+
+
 def test_offline_check_shows_borderline_windows_by_name(ecg_artifact):
     scorer = Scorer(ecg_artifact)
     values = synthetic_windows(2, seed=4)
