@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.processes import CLEANUP_GRACE_S, run_bounded
 from tests.integration.services import LOCAL_KAFKA, unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -19,6 +20,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 # The tutorial recipe with a few epochs: a real artifact in seconds, not minutes.
 TRAIN_ARGS = "--profile tutorial --epochs 3 --no-report"
+# Each test's own pytest timeout: the demo's bound, its cleanup after SIGTERM, the broker
+# stop (60 s) and status (30 s) calls, and slack; above the 300 s default on purpose, so
+# pytest-timeout never cuts the cleanup short.
+DEMO_TIMEOUT_S = 280
+FAILING_DEMO_TIMEOUT_S = 150
+CLEANUP_S = CLEANUP_GRACE_S + 10 + 60 + 30 + 20
 
 
 def _port_pair() -> int:
@@ -48,12 +55,12 @@ def _broker_status(port: int, data_dir: Path) -> subprocess.CompletedProcess[str
     )
 
 
-def _run_demo(tmp_path: Path, port: int, artifact: Path, timeout_s: float = 280):
+def _run_demo(tmp_path: Path, port: int, artifact: Path, timeout_s: float = DEMO_TIMEOUT_S):
     if shutil.which("java") is None:
         unavailable("java not found; run 'make system' (the demo starts a local Kafka broker)")
     data_dir = tmp_path / "kafka"
     try:
-        return subprocess.run(
+        return run_bounded(
             [
                 str(BIN / "ecg-demo"),
                 "--kafka-port",
@@ -67,10 +74,7 @@ def _run_demo(tmp_path: Path, port: int, artifact: Path, timeout_s: float = 280)
                 "--run-dir",
                 str(tmp_path / "runs"),
             ],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
+            timeout_s,
         )
     finally:
         # Whatever happened, leave no broker behind (a no-op when the demo stopped it).
@@ -88,6 +92,7 @@ def _number(pattern: str, text: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S + CLEANUP_S)
 def test_demo_trains_scores_the_whole_split_and_stops_what_it_started(tmp_path: Path) -> None:
     port = _port_pair()
     artifact = tmp_path / "artifact"
@@ -145,12 +150,13 @@ def test_demo_trains_scores_the_whole_split_and_stops_what_it_started(tmp_path: 
     assert status.returncode == 1, status.stdout
 
 
+@pytest.mark.timeout(FAILING_DEMO_TIMEOUT_S + CLEANUP_S)
 def test_demo_failure_is_one_clear_line_and_stops_the_broker_it_started(tmp_path: Path) -> None:
     port = _port_pair()
     artifact = tmp_path / "broken"
     artifact.mkdir()
     (artifact / "artifact.json").write_text('{"schema_version": 1, "kind": "ecg-autoencoder"}')
-    result = _run_demo(tmp_path, port, artifact, timeout_s=150)
+    result = _run_demo(tmp_path, port, artifact, timeout_s=FAILING_DEMO_TIMEOUT_S)
     assert result.returncode == 2, result.stderr
     assert (
         f"ecg-demo: error: {artifact / 'artifact.json'}: missing field 'model_version'"

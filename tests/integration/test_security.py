@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from tests.builders import synthetic_windows, write_artifact_dir
+from tests.integration.processes import CLEANUP_GRACE_S, run_bounded
 from tests.integration.services import (
     KafkaBroker,
     ServiceError,
@@ -46,6 +47,7 @@ WINDOWS = 24
 # timeout (5 s here). "Fast" means within these plus process start-up.
 FAIL_FAST_S = 25.0
 BIN = Path(sys.executable).parent
+DEMO_TIMEOUT_S = 280
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +111,8 @@ def setup(broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Setu
 def run_tool(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60):
     """Run a console script of this installation; returns (CompletedProcess, seconds)."""
     started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    # In a session of its own: an ecg-demo cut short must not leave its worker running.
+    result = run_bounded([str(BIN / name), *args], timeout, env={**os.environ, **(env or {})})
     return result, time.monotonic() - started
 
 
@@ -384,6 +380,7 @@ def test_without_credentials_or_acls_the_anomalies_cannot_be_read(setup: Setup) 
     assert "not allowed to see it (ACLs)" in result.stderr
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S + CLEANUP_GRACE_S + 30)
 def test_demo_runs_end_to_end_on_the_secured_broker(setup: Setup, tmp_path: Path) -> None:
     # The demo creates and deletes its own topics: it runs as the super user here.
     artifact = tmp_path / "artifact"
@@ -406,7 +403,7 @@ def test_demo_runs_end_to_end_on_the_secured_broker(setup: Setup, tmp_path: Path
         str(artifact),
         "--run-dir",
         str(tmp_path / "runs"),
-        timeout=280,
+        timeout=DEMO_TIMEOUT_S,
     )
 
     assert re.search(r"scored\s+1000 of 1000 ids", result.stdout), result.stdout + result.stderr

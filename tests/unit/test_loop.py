@@ -157,6 +157,25 @@ def test_scores_equal_the_offline_scorer_and_anomalies_carry_segments(
     assert rig.metric("ecg_windows_anomalous_total") == len(flagged)
 
 
+def test_scores_and_anomalies_keep_the_input_key(ecg_artifact: EcgArtifact) -> None:
+    # README, topics: "the key (e.g. a device id) is kept on every output".
+    rig = Rig(ecg_artifact, max_batch_size=64)
+    windows = synthetic_windows(40, seed=5)
+    records = [window_record(i, windows[i]) for i in range(40)]
+    for i, r in enumerate(records):
+        r.key = None if i == 0 else b"device-%d" % (i % 7)
+    rig.consumer.feed(records)
+    rig.loop.step()
+    rig.clock.advance(1)
+    rig.loop.step()
+    sent_key = {f"w-{i}": r.key for i, r in enumerate(records)}
+    for topic in (SCORES, ANOM):
+        out = rig.producer.by_topic(topic)
+        assert out, topic
+        assert [s.key for s in out] == [sent_key[decode_score(s.value).id] for s in out]
+    assert rig.producer.by_topic(SCORES)[0].key is None  # no key in, no key out
+
+
 def test_commit_happens_only_after_every_send_is_acknowledged(ecg_artifact: EcgArtifact) -> None:
     rig = Rig(ecg_artifact, max_batch_size=3)
     windows = synthetic_windows(6)
