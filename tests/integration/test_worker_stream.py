@@ -28,6 +28,7 @@ from kafka.admin import KafkaAdminClient
 
 from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
+from tests.integration.worker_helpers import inputs_committed
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.agreement import compare_scores
 from worker.core.artifact import load_ecg_artifact
@@ -205,7 +206,9 @@ def test_valid_windows_get_one_score_each_equal_to_offline_scoring(env: Env) -> 
     worker.wait_ready()
     env.send_windows(ids, windows)
 
-    scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, n, exact_wait_s=1.0))
+    bootstrap = env.broker.bootstrap_servers
+    done = inputs_committed(bootstrap, env.group, env.topics.input)
+    scores = score_docs(read(bootstrap, env.topics.scores, n, settled=done))
     offline = Scorer(load_ecg_artifact(env.artifact_dir)).score(windows)
     by_id = {s.id: s for s in scores}
     assert len(scores) == n and sorted(by_id) == ids  # exactly one score per id
@@ -315,11 +318,38 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(env: Env) -> None:
     assert done_before is not None and 0 < done_before < n, "stop did not land mid-stream"
 
     second = env.worker(**config)
-    scores = score_docs(read(env.broker.bootstrap_servers, env.topics.scores, n, timeout_s=60))
+    done = inputs_committed(env.broker.bootstrap_servers, env.group, env.topics.input)
+    scores = score_docs(
+        read(env.broker.bootstrap_servers, env.topics.scores, n, timeout_s=60, settled=done)
+    )
     seen = [s.id for s in scores]
     assert set(seen) == set(ids)  # nothing lost
     assert len(seen) == n  # and, after a clean stop, nothing scored twice
     assert second.terminate() == 0
+
+
+def test_sigterm_publishes_and_commits_the_batch_in_hand(env: Env) -> None:
+    # A batch that closes only in 20 s: SIGTERM must close it, publish it and commit it
+    # (a drain that dropped it would pass any test that restarts the worker afterwards).
+    worker = env.worker(batching={"max_batch_size": 64, "max_wait_ms": 20000})
+    worker.wait_ready()
+    windows = synthetic_windows(69, seed=6)
+    ids = [f"h-{i:02d}" for i in range(69)]
+    env.send_windows(ids[:64], windows[:64])  # one full batch: published at once
+    deadline = time.monotonic() + 30
+    while worker.metric("ecg_windows_consumed_total") < 64 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    env.send_windows(ids[64:], windows[64:])
+    time.sleep(3)  # polled within 0.2 s into the open batch, which is due only in 20 s
+    assert worker.metric("ecg_windows_consumed_total") == 64  # the five are still in hand
+    bootstrap = env.broker.bootstrap_servers
+    assert committed_offset(bootstrap, env.group, env.topics.input) == 64
+    assert worker.terminate() == 0, worker.log()[-3000:]
+
+    assert committed_offset(bootstrap, env.group, env.topics.input) == 69
+    done = inputs_committed(bootstrap, env.group, env.topics.input)
+    scores = score_docs(read(bootstrap, env.topics.scores, 69, settled=done))
+    assert sorted(s.id for s in scores) == ids  # each once, by the worker that was stopped
 
 
 def test_two_workers_in_one_group_share_a_two_partition_topic(
@@ -342,7 +372,8 @@ def test_two_workers_in_one_group_share_a_two_partition_topic(
         n = 400
         ids = [f"p-{i:04d}" for i in range(n)]
         environment.send_windows(ids, synthetic_windows(n, seed=8), devices=16)
-        scores = score_docs(read(kafka_broker.bootstrap_servers, topics.scores, n, exact_wait_s=1))
+        done = inputs_committed(kafka_broker.bootstrap_servers, environment.group, topics.input)
+        scores = score_docs(read(kafka_broker.bootstrap_servers, topics.scores, n, settled=done))
         assert sorted(s.id for s in scores) == ids
         assert {s.source.partition for s in scores} == {0, 1}
         deadline = time.monotonic() + 10

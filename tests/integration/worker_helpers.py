@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -48,9 +48,14 @@ def read_topic(
     until: int,
     timeout_s: float = 30.0,
     exact_wait_s: float = 0.0,
+    settled: Callable[[], bool] | None = None,
 ) -> list[Any]:
     """Every record of ``topic`` (all partitions) from the beginning, once ``until`` have
-    arrived or ``timeout_s`` passed; then ``exact_wait_s`` more to catch unexpected extras."""
+    arrived or ``timeout_s`` passed; then ``exact_wait_s`` more to catch unexpected extras.
+
+    With ``settled`` (e.g. ``inputs_committed``), once ``until`` arrived it waits (within
+    ``timeout_s``) until ``settled()`` is true and then reads up to the log end as it was
+    then: every record that could still come is in, so a late extra cannot go unseen."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
@@ -59,9 +64,14 @@ def read_topic(
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         extra_deadline: float | None = None
+        ends: dict[Any, int] | None = None
         while True:
             now = time.monotonic()
-            if len(records) >= until and extra_deadline is None:
+            if len(records) >= until and settled is not None and ends is None and settled():
+                ends = consumer.end_offsets(partitions)
+            if ends is not None and all(consumer.position(tp) >= ends[tp] for tp in partitions):
+                return records
+            if len(records) >= until and extra_deadline is None and settled is None:
                 extra_deadline = now + exact_wait_s
             if (extra_deadline is not None and now >= extra_deadline) or now >= deadline:
                 return records
@@ -69,6 +79,23 @@ def read_topic(
                 records.extend(batch)
     finally:
         consumer.close()
+
+
+def inputs_committed(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
+    """A ``settled`` for ``read_topic``: true once ``group`` committed every partition of
+    ``topic`` up to its log end. The worker commits a record only after every output of it
+    was acknowledged, so from then on no output of these inputs can still arrive."""
+
+    def done() -> bool:
+        probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        try:
+            numbers = sorted(probe.partitions_for_topic(topic) or {0})
+        finally:
+            probe.close()
+        offsets = group_offsets(bootstrap, group, topic, numbers)
+        return all(committed == end for committed, end in offsets.values())
+
+    return done
 
 
 def group_offsets(

@@ -201,6 +201,16 @@ def test_failed_publish_commits_nothing_and_raises(ecg_artifact: EcgArtifact) ->
     assert rig.metric("ecg_windows_consumed_total") == 0  # nothing counted without a commit
 
 
+def test_a_flush_that_times_out_commits_nothing(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=4)
+    rig.producer.stall_flush = True  # kafka-python's flush(timeout) raising KafkaTimeoutError
+    rig.consumer.feed(window_record(i, w) for i, w in enumerate(synthetic_windows(4)))
+    with pytest.raises(ProduceFailed, match="Timeout waiting for future"):
+        rig.loop.step()
+    assert rig.consumer.commits == [] and rig.producer.acked == []
+    assert rig.metric("ecg_produce_failures_total") == 1
+
+
 def test_send_raising_is_a_produce_failure(ecg_artifact: EcgArtifact) -> None:
     rig = Rig(ecg_artifact, max_batch_size=1)
 
@@ -328,15 +338,16 @@ def test_lost_partition_records_in_hand_are_dropped_not_published(
     w = synthetic_windows(4)
     rig.consumer.feed([window_record(i, w[i], partition=i % 2, offset=i // 2) for i in range(4)])
     rig.loop.step()  # four records in hand, none published
-    # Eager rebalance during the next poll: everything revoked, only partition 0 comes back.
-    rig.consumer.on_poll.append(
-        lambda: rig.tracker.on_partitions_revoked({TopicPartition(IN, 0), TopicPartition(IN, 1)})
-    )
-    rig.consumer.on_poll.append(lambda: rig.tracker.on_partitions_assigned({TopicPartition(IN, 0)}))
+    # Eager rebalance during the next poll, called by the consumer as kafka-python does:
+    # everything revoked, only partition 0 comes back.
+    rig.consumer.listener = rig.tracker
+    rig.consumer.schedule_rebalance({TopicPartition(IN, 0)})
+    rig.consumer.feed([window_record(9, w[0], partition=1, offset=2)])  # not ours any more
     rig.loop.step()
     published = sorted(decode_score(s.value).id for s in rig.producer.by_topic(SCORES))
     assert published == ["w-0", "w-2"]  # partition 1's records are left to its new owner
     assert rig.committed(0) == 2 and rig.committed(1) is None
+    assert rig.tracker.assigned() == {(IN, 0)}
 
 
 def test_no_batch_is_delivered_while_a_rebalance_is_in_progress(ecg_artifact: EcgArtifact) -> None:
