@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+)
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +28,7 @@ from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
 from worker.core.agreement import compare_scores
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import ScoreSource, decode_score
+from worker.core.errors import BrokerError
 from worker.core.scorer import Scorer
 from worker.service.config import BatchingConfig, WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
@@ -209,6 +216,14 @@ def test_a_flush_that_times_out_commits_nothing(ecg_artifact: EcgArtifact) -> No
         rig.loop.step()
     assert rig.consumer.commits == [] and rig.producer.acked == []
     assert rig.metric("ecg_produce_failures_total") == 1
+
+
+def test_a_poll_that_raises_is_a_broker_failure(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=4)
+    rig.consumer.poll_errors.append(TopicAuthorizationFailedError())
+    with pytest.raises(BrokerError, match=r"polling ecg\.windows failed: TopicAuthorization"):
+        rig.loop.step()
+    assert rig.consumer.commits == []
 
 
 def test_send_raising_is_a_produce_failure(ecg_artifact: EcgArtifact) -> None:

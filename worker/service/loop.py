@@ -38,6 +38,7 @@ from worker.core.codec import (
     reject_window,
     windows_array,
 )
+from worker.core.errors import BrokerError
 from worker.core.scorer import Scorer, Scores
 from worker.core.segments import batch_abnormal_segments
 from worker.service.batcher import Batcher
@@ -153,7 +154,10 @@ class WorkerLoop:
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
         if self._tracker.rebalancing():
             timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
-        polled = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
+            raise BrokerError(f"polling {self._topics.input} failed: {exc!r}") from exc
         self._drop_lost_partitions()
         for records in polled.values():
             for r in records:
