@@ -47,7 +47,13 @@ class LocalBroker:
             return f"using the local broker already running on {self.bootstrap_servers}"
         if _answers(self.bootstrap_servers):
             return f"using the Kafka broker already answering on {self.bootstrap_servers}"
-        result = self._run("start", capture=False)
+        try:
+            result = self._run("start", capture=False)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) or timed out mid-start: the JVM may be up already
+            # and nothing else was running here, so it is ours to stop.
+            self._run("stop", capture=False)
+            raise
         if result.returncode != 0:
             raise BrokerError(
                 f"the local broker did not start on {self.bootstrap_servers} (see the log above)"
