@@ -12,6 +12,7 @@ A consumer that never called ``subscribe`` or ``assign`` owns every partition it
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -224,7 +225,9 @@ class FakeConsumer:
                 if limit <= 0:
                     break
                 position = self._position(tp)
-                take = [r for r in self.broker.logs.get(tp, []) if r.offset >= position][:limit]
+                log = self.broker.logs.get(tp, [])
+                start = bisect.bisect_left(log, position, key=lambda r: r.offset)
+                take = log[start : start + limit]
                 if take:
                     limit -= len(take)
                     out[tp] = take
