@@ -16,6 +16,7 @@ from referencing import Registry, Resource
 
 from tests.builders import synthetic_windows
 from tests.integration.test_worker_stream import Env, env  # noqa: F401 - fixture
+from tests.integration.worker_helpers import inputs_committed
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.message_schemas import (
     ANOMALY,
@@ -69,10 +70,11 @@ def test_real_outputs_validate_and_site_schema_failures_are_dead_letters(
 
     bootstrap = env.broker.bootstrap_servers
     # The raw JSON documents: the schemas judge what is on the wire.
-    scores = json_docs(read(bootstrap, env.topics.scores, n, exact_wait_s=0.5))
+    done = inputs_committed(bootstrap, env.group, env.topics.input)
+    scores = json_docs(read(bootstrap, env.topics.scores, n, settled=done))
     flagged = [s for s in scores if s["anomaly"]]
-    anomalies = json_docs(read(bootstrap, env.topics.anomalies, len(flagged), exact_wait_s=0.5))
-    dead = read(bootstrap, env.topics.dead_letter, len(malformed), exact_wait_s=0.5)
+    anomalies = json_docs(read(bootstrap, env.topics.anomalies, len(flagged), settled=done))
+    dead = read(bootstrap, env.topics.dead_letter, len(malformed), settled=done)
     headers = [{k: v.decode("utf-8") for k, v in r.headers} for r in dead]
 
     assert len(scores) == n and 0 < len(flagged) < n

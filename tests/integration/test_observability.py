@@ -51,6 +51,7 @@ from tests.integration.services import (
 from tests.integration.worker_helpers import (
     group_offsets,
     http_get,
+    inputs_committed,
     parse_scrape,
     read_topic,
     sample,
@@ -265,14 +266,18 @@ def observed(
         consumed_ms = time.time_ns() // 1_000_000
 
         bootstrap = kafka_broker.bootstrap_servers
+        # Read to each output's end once every input is committed: no extra can come later.
+        done = inputs_committed(bootstrap, group, topics.input)
         scores = [
-            decode_score(r.value) for r in read_topic(bootstrap, topics.scores, VALID, 30, 0.5)
+            decode_score(r.value)
+            for r in read_topic(bootstrap, topics.scores, VALID, 30, settled=done)
         ]
         flagged = sum(1 for s in scores if s.anomaly is True)
         anomalies = [
-            decode_score(r.value) for r in read_topic(bootstrap, topics.anomalies, flagged, 30, 0.5)
+            decode_score(r.value)
+            for r in read_topic(bootstrap, topics.anomalies, flagged, 30, settled=done)
         ]
-        dead = read_topic(bootstrap, topics.dead_letter, len(MALFORMED), 30, 0.5)
+        dead = read_topic(bootstrap, topics.dead_letter, len(MALFORMED), 30, settled=done)
         sent_by_partition = Counter(s.source.partition for s in scores)
         sent_by_partition.update(malformed_by_partition)
 
