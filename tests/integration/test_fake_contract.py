@@ -7,6 +7,7 @@ that passes against a fake the real client would fail is what this guards agains
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ WAIT_S = 60.0
 class FakeCluster:
     """Fake clients sharing one in-memory broker."""
 
+    heartbeat_s = 0.0  # a fake member knows of a rebalance at once
+
     def __init__(self) -> None:
         self.broker = FakeBroker()
 
@@ -48,6 +51,8 @@ class FakeCluster:
 
 class RealCluster:
     """kafka-python clients on the session's broker; one consumer group per scenario."""
+
+    heartbeat_s = 3.5  # kafka-python's heartbeat_interval_ms is 3000
 
     def __init__(self, kafka_broker: Any) -> None:
         self.kafka = kafka_broker
@@ -247,3 +252,28 @@ def test_a_second_consumer_joining_rebalances_the_first_through_its_listener(
     (_, mine), (_, theirs) = first_calls.calls[3], second_calls.calls[1]
     assert second_calls.calls[0] == ("revoked", frozenset())
     assert len(mine) == len(theirs) == 1 and mine | theirs == {0, 1}
+
+
+def test_a_member_that_has_not_rejoined_yet_still_commits(cluster: Any) -> None:
+    # Kafka accepts the current generation's commits while the group prepares a rebalance,
+    # so a worker finishing its batch when another joins loses no commit.
+    topic = cluster.topic(partitions=2)
+    tp = TopicPartition(topic, 0)
+    first, second = cluster.consumer(), cluster.consumer()
+    first_calls, second_calls = Recorder(), Recorder()
+    first.subscribe([topic], listener=first_calls)
+    deadline = time.monotonic() + WAIT_S
+    while first_calls.assignments() < 1:
+        assert time.monotonic() < deadline, first_calls.calls
+        first.poll(timeout_ms=200)
+    second.subscribe([topic], listener=second_calls)
+    joining = threading.Thread(target=lambda: second.poll(timeout_ms=5000), daemon=True)
+    joining.start()  # its join waits for the first member to rejoin
+    time.sleep(cluster.heartbeat_s)  # the first has heard of the rebalance by now
+    first.commit(commit_request(tp, 1))
+    assert first.committed(tp) == 1
+    while first_calls.assignments() < 2:  # its next poll rejoins
+        assert time.monotonic() < deadline, first_calls.calls
+        first.poll(timeout_ms=200)
+    joining.join(timeout=WAIT_S)
+    assert not joining.is_alive()
