@@ -331,10 +331,11 @@ class FakeConsumer:
 
 
 class FakeFuture:
-    """A produce future, settled by ``flush`` (kafka-python's ``FutureRecordMetadata``)."""
+    """A produce future (kafka-python's ``FutureRecordMetadata``), settled when made;
+    ``FakeProducer.send`` returns a pending one that ``flush`` settles."""
 
     def __init__(self, exception: BaseException | None = None) -> None:
-        self.is_done = exception is not None
+        self.is_done = True
         self.exception = exception
         self.value: RecordMetadata | None = None  # set once acknowledged
 
@@ -407,6 +408,7 @@ class FakeProducer:
             self.refused_by_send += 1
             raise
         future = FakeFuture()
+        future.is_done = False
         self._futures.append((sent, size, future))
         self.pending.append(sent)
         self.events.append(f"send:{topic}")
