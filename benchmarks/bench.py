@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float, float, 
 
 
 def targets(results: dict[str, RunResult], latency: Latency | None) -> list[Target]:
-    """The issue's three targets, measured in this run."""
+    """The issue's three targets, measured in this run (``latency``: the worker's)."""
     kp = results.get("bare-kafka-python")
     ck = results.get("bare-confluent")
     wkp = results.get("worker-kafka-python")
@@ -190,7 +191,7 @@ def render(
     machine: dict[str, str],
     results: dict[str, RunResult],
     scorer: dict[str, float],
-    latency: Latency | None,
+    latency: dict[str, Latency],
     scaling: dict[str, Any] | None,
     setup: dict[str, Any],
 ) -> str:
@@ -231,24 +232,26 @@ def render(
             s, n = scorer.get(f"scorer-{b}"), scorer.get(f"numpy-{b}")
             out.append(f"| {b} | {_num(s)} | {_num(n)} | {_fmt(ratio(s, n))} |")
     out += ["", "## End-to-end latency", ""]
-    if latency is None:
+    if not latency:
         out.append("not measured")
     else:
+        first = next(iter(latency.values()))
         out.append(
-            f"ecg-worker on kafka-python at {latency.rate:,.0f} windows/s (half of its best "
-            f"rate) for {latency.count:,} windows: input record timestamp -> score read back"
+            f"{first.rate:,.0f} windows/s (half of the worker's best rate), one record per "
+            "produce call: input record timestamp -> output read back by a consumer; the last "
+            "column stops at the output record's own timestamp (its send, before the ack)."
         )
-        out += [
-            "",
-            "| p50 | p99 | p99.9 | max | p99 to the score's send |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        out.append(
-            f"| {latency.p50_ms:.1f} ms | {latency.p99_ms:.1f} ms | {latency.p999_ms:.1f} ms "
-            f"| {latency.max_ms:.1f} ms | {latency.send_p99_ms:.1f} ms |"
-        )
-        if latency.note:
-            out += ["", latency.note]
+        out += ["", "| processing | windows | p50 | p99 | p99.9 | max | p99 to send |"]
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for which, lat in latency.items():
+            out.append(
+                f"| {LATENCY_ROWS.get(which, which)} | {lat.count:,} | {lat.p50_ms:.1f} ms "
+                f"| {lat.p99_ms:.1f} ms | {lat.p999_ms:.1f} ms | {lat.max_ms:.1f} ms "
+                f"| {lat.send_p99_ms:.1f} ms |"
+            )
+        notes = [f"{w}: {lat.note}" for w, lat in latency.items() if lat.note]
+        if notes:
+            out += ["", "; ".join(notes)]
     if scaling:
         out += ["", "## Two workers vs one (same group, one partition each)", ""]
         out.append(
@@ -258,9 +261,15 @@ def render(
             " (the broker and the bench share the same 2 cores)"
         )
     out += ["", "## Targets", "", "```text"]
-    out += [t.line() for t in targets(results, latency)]
+    out += [t.line() for t in targets(results, latency.get("worker"))]
     out += ["```"]
     return "\n".join(out) + "\n"
+
+
+LATENCY_ROWS = {
+    "worker": f"ecg-worker on kafka-python (max_wait_ms {MAX_WAIT_MS})",
+    "bare-kafka-python": "bare kafka-python loop (no batching wait)",
+}
 
 
 def _fmt(value: float | None) -> str:
@@ -383,6 +392,11 @@ class Clock:
         if self.first_at is None:
             self.first_at, self.first_count = now, count
         self.last_at, self.count = now, count
+
+    def start(self) -> None:
+        """Start timing now, from zero windows (instead of at the first commit)."""
+        if self.first_at is None:
+            self.first_at, self.first_count = time.perf_counter(), 0
 
     def rate(self) -> float | None:
         """Windows per second from the first commit to the last (the first batch excluded)."""
@@ -655,17 +669,18 @@ def run_workers(
 def measure_latency(
     stream: Stream,
     topics: dict[str, str],
-    artifact: Path,
-    run_dir: Path,
     rate: float,
     seconds: float,
+    processor: Callable[[], Any],
 ) -> Latency:
-    """Paced windows (confluent producer) into a fresh topic, one ``ecg-worker`` on
-    kafka-python, the scores read back by a confluent consumer: receive time minus the
-    input record's timestamp (the same host clock)."""
+    """Paced windows (confluent producer, one record at a time) into a fresh topic, handled by
+    ``processor()`` (a context manager that starts a worker or a bare loop and returns once it
+    owns its partitions), read back from the scores topic by a confluent consumer: receive
+    time minus the input record's timestamp (the same host clock). For a score the input
+    timestamp is its ``source.timestamp_ms``; the bare loop copies it onto its output."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    values = ecg_windows(1000)
+    lat_values = [_relabel(v, f"lat-{i}") for i, v in enumerate(ecg_windows(1000))]
     producer = Producer({"bootstrap.servers": stream.bootstrap, "acks": "all", "linger.ms": 0})
     reader = Consumer(
         {
@@ -675,7 +690,7 @@ def measure_latency(
             "fetch.wait.max.ms": 5,
         }
     )
-    reader.assign([TopicPartition(topics["scores"], p, 0) for p in range(2)])
+    reader.assign([TopicPartition(topics["scores"], p, 0) for p in range(stream.partitions)])
     latencies: list[float] = []
     send_latencies: list[float] = []
     stop, warm_seen = threading.Event(), threading.Event()
@@ -688,35 +703,33 @@ def measure_latency(
                 now_ms = time.time() * 1000.0
                 warm_seen.set()
                 doc = orjson.loads(m.value())
-                source_ts = doc["source"]["timestamp_ms"]
                 if not str(doc["id"]).startswith("lat-"):
                     continue
+                output_ts = m.timestamp()[1]
+                source = doc.get("source")
+                source_ts = source["timestamp_ms"] if source else output_ts
                 latencies.append(now_ms - source_ts)
-                send_latencies.append(m.timestamp()[1] - source_ts)
+                send_latencies.append(output_ts - source_ts)
 
     thread = threading.Thread(target=read, daemon=True)
-    group = f"bench-lat-{uuid.uuid4().hex[:8]}"
-    with workers(1, stream, topics, artifact, None, run_dir, group) as procs:
-        procs[0].wait_ready(stream.join_timeout_s)
+    n = int(rate * seconds)
+    with processor():
         thread.start()
-        # Warm up: until the first score arrives the worker may still be joining.
+        # Warm up: until the first output arrives the processor may still be joining.
         warm = 0
         while not warm_seen.is_set() and warm < 300:
-            producer.produce(
-                stream.topic, _relabel(values[warm % 1000], f"warm-{warm}"), partition=warm % 2
-            )
+            value = _relabel(lat_values[warm % 1000], f"warm-{warm}")
+            producer.produce(stream.topic, value, partition=warm % stream.partitions)
             producer.poll(0)
             warm += 1
             time.sleep(0.1)
         time.sleep(1.0)
-        n = int(rate * seconds)
         start = time.perf_counter()
         for i in range(n):
-            due = start + i / rate
-            delay = due - time.perf_counter()
+            delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            producer.produce(stream.topic, _relabel(values[i % 1000], f"lat-{i}"), partition=i % 2)
+            producer.produce(stream.topic, lat_values[i % 1000], partition=i % stream.partitions)
             producer.poll(0)
         producer.flush(30)
         deadline = time.monotonic() + 30
@@ -726,11 +739,63 @@ def measure_latency(
         thread.join(timeout=5)
     reader.close()
     if not latencies:
-        raise RuntimeError("no score read back in the latency run")
+        raise RuntimeError("nothing read back in the latency run")
     p50, p99, p999, worst = percentiles_ms(latencies)
     _, send_p99, _, _ = percentiles_ms(send_latencies)
-    note = "" if len(latencies) >= n else f"only {len(latencies)} of {n} scores read back"
+    note = "" if len(latencies) >= n else f"only {len(latencies)} of {n} outputs read back"
     return Latency(rate, len(latencies), p50, p99, p999, worst, send_p99, note)
+
+
+@contextmanager
+def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
+    """The bare kafka-python loop in a thread until the block ends; each output keeps its
+    input's timestamp, so the reader can time it. Returns once the loop owns partitions."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    consumer = KafkaConsumer(
+        stream.topic,
+        bootstrap_servers=stream.bootstrap,
+        group_id=f"bench-lat-kp-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=50)
+            if not polled:
+                continue
+            for records in polled.values():
+                for r in records:
+                    producer.send(out_topic, value=r.value, key=r.key, timestamp_ms=r.timestamp)
+            producer.flush()
+            consumer.commit()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + stream.join_timeout_s
+    while not consumer.assignment() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        producer.close(timeout=5)
+        consumer.close(autocommit=False)
+
+
+@contextmanager
+def worker_running(
+    stream: Stream, topics: dict[str, str], artifact: Path, run_dir: Path
+) -> Iterator[None]:
+    """One ``ecg-worker`` on kafka-python until the block ends; returns once it is ready."""
+    group = f"bench-lat-{uuid.uuid4().hex[:8]}"
+    with workers(1, stream, topics, artifact, None, run_dir, group) as procs:
+        procs[0].wait_ready(stream.join_timeout_s)
+        yield
 
 
 def _relabel(value: bytes, new_id: str) -> bytes:
@@ -808,6 +873,7 @@ def naive_keras(stream: Stream, artifact_dir: Path, count: int) -> RunResult:
     try:
         while seen < count and time.monotonic() - started < limit_s:
             for records in consumer.poll(timeout_ms=100, max_records=count - seen).values():
+                clock.start()  # few windows: time from the first one received
                 for r in records:
                     doc = json.loads(r.value)
                     x = np.array([doc["values"]], np.float32)
@@ -962,18 +1028,35 @@ def _run(
         results["naive-keras"] = naive_keras(stream, artifact, args.naive_windows)
         print(f"naive: {results['naive-keras'].rate or 0:,.1f} windows/s", flush=True)
     scorer = bench_scorer(artifact) if wanted("scorer") else {}
-    latency = None
+    latency: dict[str, Latency] = {}
     wkp = results.get("worker-kafka-python")
     if wanted("latency") and wkp is not None and wkp.rate:
-        lat_tag = uuid.uuid4().hex[:6]
-        lat_topics = {k: v.replace(tag, lat_tag) for k, v in topics.items()}
-        create_topics(bootstrap, list(lat_topics.values()), 2)
-        lat_stream = Stream(
-            bootstrap, lat_topics["input"], passthrough, 0, args.join_timeout_s, args.run_timeout_s
-        )
-        latency = measure_latency(
-            lat_stream, lat_topics, artifact, run_dir, wkp.rate / 2, args.latency_s
-        )
+        for which in ("worker", "bare-kafka-python"):
+            lat_tag = uuid.uuid4().hex[:6]
+            lat_topics = {k: v.replace(tag, lat_tag) for k, v in topics.items()}
+            create_topics(bootstrap, list(lat_topics.values()), args.partitions)
+            lat_stream = Stream(
+                bootstrap,
+                lat_topics["input"],
+                lat_topics["scores"],
+                0,
+                args.join_timeout_s,
+                args.run_timeout_s,
+                args.partitions,
+            )
+            processor: Callable[[], Any] = (
+                partial(worker_running, lat_stream, lat_topics, artifact, run_dir)
+                if which == "worker"
+                else partial(bare_loop_running, lat_stream, lat_topics["scores"])
+            )
+            latency[which] = measure_latency(
+                lat_stream, lat_topics, wkp.rate / 2, args.latency_s, processor
+            )
+            lat = latency[which]
+            print(
+                f"latency {which}: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms",
+                flush=True,
+            )
     scaling = None
     if args.scaling:
         scaling = two_vs_one(bootstrap, args, artifact, run_dir)
@@ -992,11 +1075,11 @@ def _run(
                 "setup": setup,
                 "results": {k: asdict(v) for k, v in results.items()},
                 "scorer": scorer,
-                "latency": asdict(latency) if latency else None,
+                "latency": {k: asdict(v) for k, v in latency.items()},
                 "scaling": scaling,
                 "targets": [
                     {"name": t.name, "measured": t.measured, "limit": t.limit, "passed": t.passed}
-                    for t in targets(results, latency)
+                    for t in targets(results, latency.get("worker"))
                 ],
             },
             indent=2,
