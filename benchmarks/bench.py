@@ -40,6 +40,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import argparse
 import json
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -962,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop_if_started()
+            # The broker's data (the windows, several times over); the workers' logs stay.
+            shutil.rmtree(run_dir / "kafka", ignore_errors=True)
 
 
 def _run(
