@@ -86,7 +86,7 @@ typecheck: venv
 
 # Benchmarks print figures; they are not pass/fail unit tests (docs/benchmarks.md).
 bench: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/worker_throughput.py
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 bench-acceptance: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/ecg_acceptance.py

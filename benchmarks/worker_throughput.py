@@ -1,15 +1,15 @@
-"""Worker throughput: windows per second for each stage of the hot path, and end to end.
+"""Worker throughput without a broker: windows per second for each stage of the hot path.
 
     .venv/bin/python benchmarks/worker_throughput.py [--artifact artifacts/ecg] [--n 20000]
-        [--bootstrap 127.0.0.1:9092]
+
+Against a real broker (both Kafka clients, the worker as a process, latency) see
+``benchmarks/bench.py`` (``make bench``).
 
 Stages, measured in this process on the same windows:
 - decode: ``codec.decode`` of an orjson-encoded ``{"id", "values", "label"}`` record;
 - score: ``Scorer.score`` of batches of ``--batch`` windows (one model call each);
 - loop (fakes): the whole ``WorkerLoop`` (decode, batch, score, encode, publish, commit)
-  with an in-memory consumer/producer, i.e. the worker's own ceiling without a broker;
-- broker (with ``--bootstrap``): the loop against a real Kafka broker on fresh topics,
-  from the first poll until every window is committed.
+  with an in-memory consumer/producer, i.e. the worker's own ceiling without a broker.
 
 Without ``--artifact`` (or when it does not exist) a random-weight model of the tutorial's
 shape (140-32-16-8-16-32-140) is used; scoring cost depends only on the shape.
@@ -28,9 +28,7 @@ for _name in BLAS_THREAD_VARIABLES:
 import argparse
 import itertools
 import sys
-import threading
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +42,7 @@ from prometheus_client import CollectorRegistry
 from worker.core.artifact import DenseLayer, EcgArtifact, Normalisation, load_ecg_artifact
 from worker.core.codec import decode
 from worker.core.scorer import Scorer
-from worker.service.config import BatchingConfig, KafkaConfig, TopicsConfig, WorkerConfig
+from worker.service.config import BatchingConfig, WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery
 from worker.service.http_server import HealthState
 from worker.service.loop import WorkerLoop
@@ -191,81 +189,11 @@ def bench_loop_fakes(artifact: EcgArtifact, records: list[bytes], batch: int) ->
     return elapsed
 
 
-def bench_broker(artifact: EcgArtifact, records: list[bytes], batch: int, bootstrap: str) -> float:
-    from kafka import KafkaProducer
-    from kafka.admin import KafkaAdminClient
-
-    from worker.service.kafka_io import connect, ensure_topics
-
-    tag = uuid.uuid4().hex[:8]
-    topics = TopicsConfig(
-        input=f"bench-{tag}.windows",
-        scores=f"bench-{tag}.scores",
-        anomalies=f"bench-{tag}.anomalies",
-        dead_letter=f"bench-{tag}.dlq",
-        create_topics=True,
-    )
-    config = replace(
-        WorkerConfig(),
-        kafka=KafkaConfig(bootstrap_servers=(bootstrap,), group_id=f"bench-{tag}"),
-        topics=topics,
-        batching=BatchingConfig(batch, 20),
-    )
-    ensure_topics(config)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    for i, value in enumerate(records):
-        producer.send(topics.input, value=value, key=f"device-{i % 8}".encode())
-    producer.flush()
-    producer.close()
-    tracker = PartitionTracker()
-    clients = connect(config, tracker)
-    registry = CollectorRegistry()
-    metrics = WorkerMetrics(artifact, batch, None, registry)
-    loop = WorkerLoop(
-        config,
-        clients.consumer,
-        AtLeastOnceDelivery(clients.producer, clients.consumer, 60.0),
-        Scorer(artifact),
-        metrics,
-        tracker,
-        HealthState(600000),
-    )
-    n = len(records)
-    started: list[float] = []
-
-    def consumed() -> float:
-        return registry.get_sample_value("ecg_windows_consumed_total") or 0.0
-
-    def watch() -> None:
-        while consumed() == 0:
-            time.sleep(0.001)
-        started.append(time.perf_counter())
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        deadline = time.monotonic() + 300
-        while consumed() < n and time.monotonic() < deadline:
-            loop.step()
-        end = time.perf_counter()
-    finally:
-        clients.close()
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.delete_topics(list(topics.names()))
-        admin.close()
-    watcher.join(timeout=1)
-    if consumed() < n:
-        raise SystemExit(f"broker run did not finish: {consumed():.0f} of {n}")
-    # From the first committed batch to the last: excludes the group join.
-    return end - started[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default="artifacts/ecg")
     parser.add_argument("--n", type=int, default=20000, help="windows per stage")
     parser.add_argument("--batch", type=int, default=256, help="max_batch_size")
-    parser.add_argument("--bootstrap", help="also run against this Kafka broker")
     args = parser.parse_args(argv)
     if Path(args.artifact).is_dir():
         artifact = load_ecg_artifact(args.artifact)
@@ -278,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decode          {rate(args.n, bench_decode(records))}")
     print(f"score           {rate(args.n, bench_score(artifact, args.n, args.batch))}")
     print(f"loop (fakes)    {rate(args.n, bench_loop_fakes(artifact, records, args.batch))}")
-    if args.bootstrap:
-        seconds = bench_broker(artifact, records, args.batch, args.bootstrap)
-        print(f"loop (broker)   {rate(args.n, seconds)}")
     return 0
 
 

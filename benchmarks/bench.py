@@ -1,0 +1,1130 @@
+"""``make bench``: one command, one broker, one run: throughput ratios, scoring cost, latency.
+
+    .venv/bin/python benchmarks/bench.py [--rounds 3] [--windows 60000] [--bootstrap HOST:PORT]
+        [--artifact artifacts/ecg] [--json PATH] [--markdown PATH] [--scaling] [--quick]
+
+What it does, in one process against one broker (its own, on free ports, unless
+``--bootstrap``):
+
+1. writes ``--windows`` JSON windows (the ECG5000 test split tiled, ``{"id", "values",
+   "label"}``, about 2.6 KB each) once to an input topic of ``--partitions`` partitions;
+2. reads all of them with each runner, each with its own consumer group, ``--rounds`` times
+   (runners take turns within a round; the best round of each is kept):
+   - bare kafka-python / bare confluent-kafka: poll -> send each value unchanged -> flush ->
+     commit, in this process (the clients' own ceiling for the same work pattern);
+   - the worker on kafka-python / on confluent-kafka: a real ``ecg-worker`` process
+     (``kafka.library`` in its config), timed through its ``/metrics``;
+   a runner that never gets its partitions within ``--join-timeout-s`` is reported as a
+   stall, one that does not finish within ``--run-timeout-s`` as a timeout;
+3. the tutorial's naive loop (Keras ``model.predict`` per message) on ``--naive-windows``;
+4. the scorer alone at batch 1/64/512 against a plain numpy forward pass of the same weights;
+5. end-to-end latency at half of the worker's best kafka-python rate: input record
+   timestamp -> the score read back by a consumer (p50/p99/p999/max);
+6. with ``--scaling``: two workers (one group, one partition each) against one.
+
+Rates are timed from a runner's first committed window to its last, so process start-up
+and the group join are left out; every rate is also given as a ratio, since the machine
+(2 cores shared with the broker) makes absolute numbers noisy. The three targets print as
+PASS/FAIL lines; the result is written as JSON and markdown.
+"""
+
+# One BLAS thread, as in ecg-worker: set before numpy is imported.
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import json
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Target ratios (the issue): worker / bare loop of the same client, and the latency bound.
+TARGET_KAFKA_PYTHON = 0.9
+TARGET_CONFLUENT = 0.5
+LATENCY_MARGIN_MS = 20
+MAX_WAIT_MS = 50
+MAX_BATCH_SIZE = 256
+SCORER_BATCHES = (1, 64, 512)
+UNAVAILABLE = "backend not available (config rejected)"
+# kafka.client settings for the benchmarked workers (--worker-client), e.g. to try producer
+# batch sizes without a code change.
+WORKER_CLIENT: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class RunResult:
+    """One runner's best round: windows per second, or why there is no number."""
+
+    name: str
+    rate: float | None = None  # windows/s, None when the runner has no number
+    status: str = "ok"  # ok | stall | timeout | unavailable | error
+    note: str = ""
+    rounds: list[float | None] = field(default_factory=list)
+
+    def best_of(self, other: RunResult) -> RunResult:
+        """Merge another round into this one: the best rate wins, every round is kept."""
+        rounds = [*self.rounds, *other.rounds]
+        if other.rate is not None and (self.rate is None or other.rate > self.rate):
+            return RunResult(self.name, other.rate, other.status, other.note, rounds)
+        if self.rate is None and other.status != "ok":
+            return RunResult(self.name, None, other.status, other.note or self.note, rounds)
+        return RunResult(self.name, self.rate, self.status, self.note, rounds)
+
+
+@dataclass
+class Latency:
+    """End-to-end latency percentiles in milliseconds, at ``rate`` windows/s."""
+
+    rate: float
+    count: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    send_p99_ms: float  # to the output record's own timestamp (before acknowledgement)
+    note: str = ""
+
+
+@dataclass
+class Target:
+    """One PASS/FAIL line."""
+
+    name: str
+    measured: float | None
+    limit: float
+    higher_is_better: bool = True
+
+    @property
+    def passed(self) -> bool | None:
+        """True/False, or None when there is no measurement."""
+        if self.measured is None:
+            return None
+        if self.higher_is_better:
+            return self.measured >= self.limit
+        return self.measured <= self.limit
+
+    def line(self) -> str:
+        """``PASS  worker on kafka-python / bare kafka-python 0.93 >= 0.90``."""
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[self.passed]
+        op = ">=" if self.higher_is_better else "<="
+        measured = "no measurement" if self.measured is None else f"{self.measured:.2f}"
+        return f"{verdict}  {self.name}: {measured} {op} {self.limit:.2f}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float, float, float]:
+    """p50, p99, p99.9 and max of a non-empty sample."""
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    p50, p99, p999 = np.percentile(a, [50, 99, 99.9])
+    return float(p50), float(p99), float(p999), float(a.max())
+
+
+def targets(results: dict[str, RunResult], latency: Latency | None) -> list[Target]:
+    """The issue's three targets, measured in this run (``latency``: the worker's)."""
+    kp = results.get("bare-kafka-python")
+    ck = results.get("bare-confluent")
+    wkp = results.get("worker-kafka-python")
+    wck = results.get("worker-confluent")
+    return [
+        Target(
+            "worker on kafka-python / bare kafka-python loop",
+            ratio(wkp and wkp.rate, kp and kp.rate),
+            TARGET_KAFKA_PYTHON,
+        ),
+        Target(
+            "worker on confluent-kafka / bare confluent-kafka loop",
+            ratio(wck and wck.rate, ck and ck.rate),
+            TARGET_CONFLUENT,
+        ),
+        Target(
+            f"p99 end-to-end latency at half load (ms; max_wait_ms {MAX_WAIT_MS} + "
+            f"{LATENCY_MARGIN_MS})",
+            latency.p99_ms if latency else None,
+            MAX_WAIT_MS + LATENCY_MARGIN_MS,
+            higher_is_better=False,
+        ),
+    ]
+
+
+# Row label, and the runner whose rate is the row's 1.00.
+ROWS = {
+    "bare-kafka-python": ("bare kafka-python loop (poll, send, flush, commit)", None),
+    "worker-kafka-python": ("ecg-worker on kafka-python", "bare-kafka-python"),
+    "bare-confluent": ("bare confluent-kafka loop (same steps)", None),
+    "worker-confluent": ("ecg-worker on confluent-kafka", "bare-confluent"),
+    "naive-keras": ("naive tutorial loop (model.predict per message)", "bare-kafka-python"),
+}
+
+
+def render(
+    machine: dict[str, str],
+    results: dict[str, RunResult],
+    scorer: dict[str, float],
+    latency: dict[str, Latency],
+    scaling: dict[str, Any] | None,
+    setup: dict[str, Any],
+) -> str:
+    """The whole report as markdown (also what the script prints)."""
+    out = ["## Machine", ""]
+    out += [f"- {k}: {v}" for k, v in machine.items()]
+    out += ["", "## Throughput", ""]
+    out.append(
+        f"{setup['windows']:,} windows, {setup['partitions']} partitions, best of "
+        f"{setup['rounds']} rounds, each runner with its own group; max_batch_size "
+        f"{MAX_BATCH_SIZE}, max_wait_ms {MAX_WAIT_MS}. Ratios: to the bare kafka-python loop, "
+        "and (second column) to the bare loop of the same client."
+    )
+    out += ["", "| runner | windows/s | vs bare kafka-python | vs own bare loop | rounds |"]
+    out.append("|---|---:|---:|---:|---|")
+    base = results.get("bare-kafka-python")
+    for key, (label, own) in ROWS.items():
+        r = results.get(key)
+        if r is None:
+            continue
+        if r.rate is None:
+            rate = f"{r.status}: {r.note}" if r.note else r.status
+            out.append(f"| {label} | {rate} | | | |")
+            continue
+        vs_kp = ratio(r.rate, base and base.rate)
+        own_r = results.get(own) if own else None
+        vs_own = ratio(r.rate, own_r.rate if own_r else None) if own else 1.0
+        rounds = ", ".join("stall" if x is None else f"{x:,.0f}" for x in r.rounds)
+        note = f" ({r.note})" if r.note else ""
+        out.append(f"| {label}{note} | {r.rate:,.0f} | {_fmt(vs_kp)} | {_fmt(vs_own)} | {rounds} |")
+    if scorer:
+        out += ["", "## Scorer alone (windows/s, one BLAS thread)", ""]
+        out += [
+            "| batch | Scorer.score | plain numpy forward pass | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
+        for b in SCORER_BATCHES:
+            s, n = scorer.get(f"scorer-{b}"), scorer.get(f"numpy-{b}")
+            out.append(f"| {b} | {_num(s)} | {_num(n)} | {_fmt(ratio(s, n))} |")
+    out += ["", "## End-to-end latency", ""]
+    if not latency:
+        out.append("not measured")
+    else:
+        first = next(iter(latency.values()))
+        out.append(
+            f"{first.rate:,.0f} windows/s, one record per "
+            "produce call: input record timestamp -> output read back by a consumer; the last "
+            "column stops at the output record's own timestamp (its send, before the ack)."
+        )
+        out += ["", "| processing | windows | p50 | p99 | p99.9 | max | p99 to send |"]
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for which, lat in latency.items():
+            # The bare loop copies the input timestamp onto its output: no send time.
+            send = f"{lat.send_p99_ms:.1f} ms" if which == "worker" else ""
+            out.append(
+                f"| {LATENCY_ROWS.get(which, which)} | {lat.count:,} | {lat.p50_ms:.1f} ms "
+                f"| {lat.p99_ms:.1f} ms | {lat.p999_ms:.1f} ms | {lat.max_ms:.1f} ms | {send} |"
+            )
+        notes = [f"{w}: {lat.note}" for w, lat in latency.items() if lat.note]
+        if notes:
+            out += ["", "; ".join(notes)]
+    if scaling:
+        out += ["", "## Two workers vs one (same group, one partition each)", ""]
+        out.append(
+            f"one worker {_num(scaling.get('one'))} windows/s, two workers "
+            f"{_num(scaling.get('two'))} windows/s: "
+            f"{_fmt(ratio(scaling.get('two'), scaling.get('one')))}x"
+            " (the broker and the bench share the same 2 cores)"
+        )
+    out += ["", "## Targets", "", "```text"]
+    out += [t.line() for t in targets(results, latency.get("worker"))]
+    out += ["```"]
+    return "\n".join(out) + "\n"
+
+
+LATENCY_ROWS = {
+    "worker": f"ecg-worker on kafka-python (max_wait_ms {MAX_WAIT_MS})",
+    "bare-kafka-python": "bare kafka-python loop (no batching wait)",
+}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info(bootstrap_note: str) -> dict[str, str]:
+    """CPU, cores, Python, numpy/BLAS, client and broker versions, load."""
+    import confluent_kafka
+    import kafka
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = "unknown"
+    try:
+        config = np.show_config(mode="dicts")
+        deps = config.get("Build Dependencies", {}).get("blas", {})
+        blas = f"{deps.get('name', '?')} {deps.get('version', '')}".strip()
+    except (TypeError, AttributeError):
+        pass
+    jars = sorted((REPO_ROOT / ".local" / "kafka" / "libs").glob("kafka-server-*.jar"))
+    broker = jars[0].stem.removeprefix("kafka-server-") if jars else "unknown"
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "numpy": f"{np.__version__} ({blas}, {os.environ.get('OPENBLAS_NUM_THREADS')} thread)",
+        "kafka-python": kafka.__version__,
+        "confluent-kafka": (
+            f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+        ),
+        "broker": f"Apache Kafka {broker}, {bootstrap_note}",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------------- data
+
+
+def ecg_windows(count: int) -> list[bytes]:
+    """``count`` JSON windows: the ECG5000 test split (1000 windows), tiled."""
+    from trainer.ecg.data import load_ecg, tutorial_split
+
+    split = tutorial_split(load_ecg())
+    base = [
+        (values.astype(np.float64).tolist(), int(label))
+        for values, label in zip(split.test_windows, split.test_labels, strict=True)
+    ]
+    return [
+        orjson.dumps(
+            {"id": f"w-{i}", "values": base[i % len(base)][0], "label": base[i % len(base)][1]}
+        )
+        for i in range(count)
+    ]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    """Create topics (one replica) and wait until they exist."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    for f in futures.values():
+        f.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, values: Sequence[bytes], partitions: int) -> None:
+    """Write ``values`` round-robin over the partitions (acks=all) and wait for every ack."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20, "compression.type": "none"}
+    )
+    for i, v in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, v, key=f"device-{i % 8}".encode(), partition=i % partitions)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"could not write the input windows to {topic}")
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class Clock:
+    """First and last commit times and the count at each, shared with a watcher."""
+
+    def __init__(self) -> None:
+        self.first_at: float | None = None
+        self.first_count = 0
+        self.last_at: float | None = None
+        self.count = 0
+
+    def committed(self, count: int) -> None:
+        """``count`` windows are committed in all, now."""
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at, self.first_count = now, count
+        self.last_at, self.count = now, count
+
+    def start(self) -> None:
+        """Start timing now, from zero windows (instead of at the first commit)."""
+        if self.first_at is None:
+            self.first_at, self.first_count = time.perf_counter(), 0
+
+    def rate(self) -> float | None:
+        """Windows per second from the first commit to the last (the first batch excluded)."""
+        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
+            return None
+        return (self.count - self.first_count) / (self.last_at - self.first_at)
+
+
+def outcome(
+    name: str, clock: Clock, total: int, join_timeout_s: float, note: str = ""
+) -> RunResult:
+    """The result of one round from its clock."""
+    if clock.first_at is None:
+        return RunResult(
+            name, None, "stall", f"no assignment within {join_timeout_s:.0f} s", [None]
+        )
+    if clock.count < total:
+        return RunResult(name, None, "timeout", f"{clock.count:,} of {total:,} in time", [None])
+    rate = clock.rate()
+    return RunResult(name, rate, "ok", note, [rate])
+
+
+@dataclass
+class Stream:
+    """The input topic and where pass-through copies go."""
+
+    bootstrap: str
+    topic: str
+    out_topic: str
+    total: int
+    join_timeout_s: float
+    run_timeout_s: float
+    partitions: int = 2
+
+
+def bare_kafka_python(stream: Stream) -> RunResult:
+    """poll -> send every value unchanged -> flush -> commit, with kafka-python."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    group = f"bench-kp-{uuid.uuid4().hex[:8]}"
+    consumer = KafkaConsumer(
+        stream.topic,
+        bootstrap_servers=stream.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
+    clock, seen = Clock(), 0
+    started = time.monotonic()
+    try:
+        while seen < stream.total:
+            elapsed = time.monotonic() - started
+            if clock.first_at is None and elapsed > stream.join_timeout_s:
+                break
+            if elapsed > stream.join_timeout_s + stream.run_timeout_s:
+                break
+            polled = consumer.poll(timeout_ms=100)
+            if not polled:
+                continue
+            for records in polled.values():
+                for r in records:
+                    producer.send(stream.out_topic, value=r.value, key=r.key)
+                seen += len(records)
+            producer.flush()
+            consumer.commit()
+            clock.committed(seen)
+    finally:
+        producer.close(timeout=5)
+        consumer.close(autocommit=False)
+    return outcome("bare-kafka-python", clock, stream.total, stream.join_timeout_s)
+
+
+def bare_confluent(stream: Stream) -> RunResult:
+    """The same steps with confluent-kafka: consume a batch, produce, flush, commit (sync)."""
+    from confluent_kafka import Consumer, Producer
+
+    group = f"bench-ck-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stream.bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([stream.topic])
+    producer = Producer({"bootstrap.servers": stream.bootstrap, "acks": "all", "linger.ms": 5})
+    clock, seen = Clock(), 0
+    started = time.monotonic()
+    try:
+        while seen < stream.total:
+            elapsed = time.monotonic() - started
+            if clock.first_at is None and elapsed > stream.join_timeout_s:
+                break
+            if elapsed > stream.join_timeout_s + stream.run_timeout_s:
+                break
+            messages = consumer.consume(500, timeout=0.1)
+            if not messages:
+                continue
+            for m in messages:
+                if m.error():
+                    continue
+                while True:
+                    try:
+                        producer.produce(stream.out_topic, m.value(), key=m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            seen += len(messages)
+            producer.flush()
+            consumer.commit(asynchronous=False)
+            clock.committed(seen)
+    finally:
+        consumer.close()
+    return outcome("bare-confluent", clock, stream.total, stream.join_timeout_s)
+
+
+def worker_config(
+    path: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    group: str,
+    artifact: Path,
+    metrics_port: int,
+    library: str | None,
+    client: dict[str, Any] | None = None,
+) -> Path:
+    """A worker.yaml for one runner (``kafka.library`` and ``kafka.client`` only when given)."""
+    kafka: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": group, "client_id": group}
+    if client:
+        kafka["client"] = client
+    if library is not None:
+        kafka["library"] = library
+    doc = {
+        "kafka": kafka,
+        "topics": {**topics, "create_topics": False},
+        "batching": {"max_batch_size": MAX_BATCH_SIZE, "max_wait_ms": MAX_WAIT_MS},
+        "artifact": str(artifact.resolve()),
+        "metrics": {"host": "127.0.0.1", "port": metrics_port},
+        "reload": {"watch": False},
+    }
+    path.write_text(json.dumps(doc, indent=2))  # JSON is YAML
+    return path
+
+
+@contextmanager
+def workers(
+    count: int,
+    stream: Stream,
+    topics: dict[str, str],
+    artifact: Path,
+    library: str | None,
+    run_dir: Path,
+    group: str,
+    profile: str | None = None,
+) -> Iterator[list[Any]]:
+    """``count`` ``ecg-worker`` processes in ``group``; stopped (SIGTERM) on exit."""
+    from clients.worker_process import WorkerProcess
+
+    env = {"PYTHONPATH": str(REPO_ROOT)}
+    started: list[Any] = []
+    try:
+        for i in range(count):
+            port = free_port()
+            config = worker_config(
+                run_dir / f"{group}-{i}.yaml",
+                stream.bootstrap,
+                topics,
+                group,
+                artifact,
+                port,
+                library,
+                WORKER_CLIENT,
+            )
+            w = WorkerProcess(config, env, port, run_dir / f"{group}-{i}.log")
+            w.start()
+            started.append(w)
+            if profile:
+                _attach_profiler(w.pid, Path(profile))
+        yield started
+    finally:
+        for w in started:
+            try:
+                w.stop(timeout_s=30)
+            except Exception as exc:  # report, keep stopping the others
+                print(f"  warning: {exc}", file=sys.stderr)
+
+
+def _attach_profiler(pid: int | None, out: Path) -> None:
+    import subprocess
+
+    if pid is None:
+        return
+    subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--format",
+            "speedscope",
+            "-o",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_workers(
+    name: str,
+    count: int,
+    stream: Stream,
+    topics: dict[str, str],
+    artifact: Path,
+    library: str | None,
+    run_dir: Path,
+    profile: str | None = None,
+) -> RunResult:
+    """Time ``count`` workers of one group through all windows: their group's committed
+    offsets, read by this process every 50 ms (a broker request; scraping /metrics would
+    cost the worker CPU)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from clients.worker_process import WorkerProcessError
+
+    group = f"bench-w-{uuid.uuid4().hex[:8]}"
+    # Not subscribed: it only reads the group's committed offsets, never joins the group.
+    watcher = Consumer({"bootstrap.servers": stream.bootstrap, "group.id": group})
+    partitions = [TopicPartition(stream.topic, p) for p in range(stream.partitions)]
+    clock = Clock()
+    try:
+        with workers(count, stream, topics, artifact, library, run_dir, group, profile) as procs:
+            started = time.monotonic()
+            while True:
+                elapsed = time.monotonic() - started
+                try:
+                    for w in procs:
+                        w.check_alive()
+                except WorkerProcessError as exc:
+                    if "exited with code 2" in str(exc) and library is not None:
+                        return RunResult(name, None, "unavailable", UNAVAILABLE, [None])
+                    return RunResult(name, None, "error", str(exc).splitlines()[0], [None])
+                try:
+                    committed = watcher.committed(partitions, timeout=5)
+                    total = sum(max(tp.offset, 0) for tp in committed)
+                except KafkaException:
+                    total = 0
+                if total:
+                    clock.committed(total)
+                if total >= stream.total:
+                    break
+                if clock.first_at is None and elapsed > stream.join_timeout_s:
+                    break
+                if elapsed > stream.join_timeout_s + stream.run_timeout_s:
+                    break
+                time.sleep(0.05)
+    finally:
+        watcher.close()
+    return outcome(name, clock, stream.total, stream.join_timeout_s)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def measure_latency(
+    stream: Stream,
+    topics: dict[str, str],
+    rate: float,
+    seconds: float,
+    processor: Callable[[], Any],
+) -> Latency:
+    """Paced windows (confluent producer, one record at a time) into a fresh topic, handled by
+    ``processor()`` (a context manager that starts a worker or a bare loop and returns once it
+    owns its partitions), read back from the scores topic by a confluent consumer: receive
+    time minus the input record's timestamp (the same host clock). For a score the input
+    timestamp is its ``source.timestamp_ms``; the bare loop copies it onto its output."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    lat_values = [_relabel(v, f"lat-{i}") for i, v in enumerate(ecg_windows(1000))]
+    producer = Producer({"bootstrap.servers": stream.bootstrap, "acks": "all", "linger.ms": 0})
+    reader = Consumer(
+        {
+            "bootstrap.servers": stream.bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    reader.assign([TopicPartition(topics["scores"], p, 0) for p in range(stream.partitions)])
+    latencies: list[float] = []
+    send_latencies: list[float] = []
+    stop, warm_seen = threading.Event(), threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for m in reader.consume(1000, timeout=0.05):
+                if m.error():
+                    continue
+                now_ms = time.time() * 1000.0
+                warm_seen.set()
+                doc = orjson.loads(m.value())
+                if not str(doc["id"]).startswith("lat-"):
+                    continue
+                output_ts = m.timestamp()[1]
+                source = doc.get("source")
+                source_ts = source["timestamp_ms"] if source else output_ts
+                latencies.append(now_ms - source_ts)
+                send_latencies.append(output_ts - source_ts)
+
+    thread = threading.Thread(target=read, daemon=True)
+    n = int(rate * seconds)
+    with processor():
+        thread.start()
+        # Warm up: until the first output arrives the processor may still be joining.
+        warm = 0
+        while not warm_seen.is_set() and warm < 300:
+            value = _relabel(lat_values[warm % 1000], f"warm-{warm}")
+            producer.produce(stream.topic, value, partition=warm % stream.partitions)
+            producer.poll(0)
+            warm += 1
+            time.sleep(0.1)
+        time.sleep(1.0)
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            producer.produce(stream.topic, lat_values[i % 1000], partition=i % stream.partitions)
+            producer.poll(0)
+        producer.flush(30)
+        deadline = time.monotonic() + 30
+        while len(latencies) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        thread.join(timeout=5)
+    reader.close()
+    if not latencies:
+        raise RuntimeError("nothing read back in the latency run")
+    p50, p99, p999, worst = percentiles_ms(latencies)
+    _, send_p99, _, _ = percentiles_ms(send_latencies)
+    note = "" if len(latencies) >= n else f"only {len(latencies)} of {n} outputs read back"
+    return Latency(rate, len(latencies), p50, p99, p999, worst, send_p99, note)
+
+
+@contextmanager
+def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
+    """The bare kafka-python loop in a thread until the block ends; each output keeps its
+    input's timestamp, so the reader can time it. Returns once the loop owns partitions."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    consumer = KafkaConsumer(
+        stream.topic,
+        bootstrap_servers=stream.bootstrap,
+        group_id=f"bench-lat-kp-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=50)
+            if not polled:
+                continue
+            for records in polled.values():
+                for r in records:
+                    producer.send(out_topic, value=r.value, key=r.key, timestamp_ms=r.timestamp)
+            producer.flush()
+            consumer.commit()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + stream.join_timeout_s
+    while not consumer.assignment() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        producer.close(timeout=5)
+        consumer.close(autocommit=False)
+
+
+@contextmanager
+def worker_running(
+    stream: Stream, topics: dict[str, str], artifact: Path, run_dir: Path
+) -> Iterator[None]:
+    """One ``ecg-worker`` on kafka-python until the block ends; returns once it is ready."""
+    group = f"bench-lat-{uuid.uuid4().hex[:8]}"
+    with workers(1, stream, topics, artifact, None, run_dir, group) as procs:
+        procs[0].wait_ready(stream.join_timeout_s)
+        yield
+
+
+def _relabel(value: bytes, new_id: str) -> bytes:
+    doc = orjson.loads(value)
+    doc["id"] = new_id
+    return orjson.dumps(doc)
+
+
+# --------------------------------------------------------------------------- scorer, naive
+
+
+def bench_scorer(artifact_dir: Path, n: int = 20480) -> dict[str, float]:
+    """Windows/s of ``Scorer.score`` and of a plain numpy forward pass at batch 1/64/512."""
+    from worker.core.artifact import load_ecg_artifact
+    from worker.core.scorer import Scorer
+
+    artifact = load_ecg_artifact(artifact_dir)
+    scorer = Scorer(artifact)
+    layers = [(lay.kernel, lay.bias, lay.activation) for lay in artifact.layers]
+    norm = artifact.normalisation
+    windows = np.asarray([orjson.loads(v)["values"] for v in ecg_windows(n)], dtype=np.float64)
+
+    def plain(batch: np.ndarray) -> np.ndarray:
+        x = ((batch - norm.min) / (norm.max - norm.min)).astype(np.float32)
+        h = x
+        for kernel, bias, activation in layers:
+            h = h @ kernel + bias
+            h = np.maximum(h, 0) if activation == "relu" else 1.0 / (1.0 + np.exp(-h))
+        return np.abs(h - x).mean(axis=1)
+
+    out: dict[str, float] = {}
+    for b in SCORER_BATCHES:
+        count = n if b > 1 else n // 4
+        for name, fn in (("scorer", scorer.score), ("numpy", plain)):
+            best = 0.0
+            for _ in range(3):
+                start = time.perf_counter()
+                for i in range(0, count, b):
+                    fn(windows[i : i + b])
+                best = max(best, count / (time.perf_counter() - start))
+            out[f"{name}-{b}"] = best
+    return out
+
+
+def naive_keras(stream: Stream, artifact_dir: Path, count: int) -> RunResult:
+    """The tutorial's loop: ``json.loads`` and ``model.predict`` on one window at a time,
+    send the result; flush and commit per poll (kafka-python), on the first ``count``
+    windows."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from trainer.ecg.model import build_autoencoder
+    from worker.core.artifact import load_ecg_artifact
+
+    artifact = load_ecg_artifact(artifact_dir)
+    model = build_autoencoder(artifact.window_length)
+    weights = []
+    for lay in artifact.layers:
+        weights += [lay.kernel, lay.bias]
+    model.set_weights(weights)
+    norm = artifact.normalisation
+    threshold = float(artifact.threshold)
+    model.predict(np.zeros((1, artifact.window_length), np.float32), verbose=0)  # warm up
+    consumer = KafkaConsumer(
+        stream.topic,
+        bootstrap_servers=stream.bootstrap,
+        group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=50,
+    )
+    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
+    clock, seen = Clock(), 0
+    started = time.monotonic()
+    limit_s = stream.join_timeout_s + stream.run_timeout_s
+    try:
+        while seen < count and time.monotonic() - started < limit_s:
+            for records in consumer.poll(timeout_ms=100, max_records=count - seen).values():
+                clock.start()  # few windows: time from the first one received
+                for r in records:
+                    doc = json.loads(r.value)
+                    x = np.array([doc["values"]], np.float32)
+                    x = (x - norm.min) / (norm.max - norm.min)
+                    rec = model.predict(x, verbose=0)  # one call per message
+                    error = float(np.mean(np.abs(rec - x)))
+                    result = {"id": doc["id"], "error": error, "anomaly": error >= threshold}
+                    producer.send(stream.out_topic, json.dumps(result).encode())
+                    seen += 1
+                producer.flush()
+                consumer.commit()
+                clock.committed(seen)
+    finally:
+        producer.close(timeout=5)
+        consumer.close(autocommit=False)
+    return outcome("naive-keras", clock, count, stream.join_timeout_s, note=f"{count} windows")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--artifact", default="artifacts/ecg", type=Path)
+    parser.add_argument("--windows", type=int, default=60000)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many (default 3)")
+    parser.add_argument("--join-timeout-s", type=float, default=60.0)
+    parser.add_argument("--run-timeout-s", type=float, default=120.0)
+    parser.add_argument("--naive-windows", type=int, default=200)
+    parser.add_argument("--latency-s", type=float, default=20.0, help="latency run length")
+    parser.add_argument(
+        "--latency-rate", type=float, help="windows/s (default: half of the worker's best rate)"
+    )
+    parser.add_argument("--scaling", action="store_true", help="also two workers vs one")
+    parser.add_argument("--profile", help="py-spy the kafka-python worker of round 1 to this file")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated runners (bare-kafka-python,worker-kafka-python,"
+        "bare-confluent,worker-confluent,naive,scorer,latency)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run (tests): 3000 windows, 1 round"
+    )
+    parser.add_argument(
+        "--worker-client", default="{}", help="JSON kafka.client settings for the workers"
+    )
+    parser.add_argument("--json", default=".local/bench/result.json")
+    parser.add_argument("--markdown", default=".local/bench/result.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run everything; print the report; write JSON and markdown."""
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.windows, args.rounds, args.naive_windows, args.latency_s = 3000, 1, 20, 3.0
+    only = {s for s in args.only.split(",") if s}
+    WORKER_CLIENT.update(json.loads(args.worker_client))
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    artifact = args.artifact
+    if not (artifact / "artifact.json").is_file():
+        print(f"no artifact in {artifact}: run `make train` first", file=sys.stderr)
+        return 2
+    broker = None
+    run_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
+    if args.bootstrap:
+        bootstrap, where = args.bootstrap, f"at {args.bootstrap}"
+    else:
+        from clients.local_broker import LocalBroker
+
+        broker = LocalBroker(port=free_port(), data_dir=run_dir / "kafka")
+        print(broker.ensure_running(), flush=True)
+        bootstrap, where = broker.bootstrap_servers, "started by the bench on loopback"
+    try:
+        return _run(args, wanted, bootstrap, where, artifact, run_dir)
+    finally:
+        if broker is not None:
+            broker.stop_if_started()
+            # The broker's data (the windows, several times over); the workers' logs stay.
+            shutil.rmtree(run_dir / "kafka", ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    wanted: Callable[[str], bool],
+    bootstrap: str,
+    where: str,
+    artifact: Path,
+    run_dir: Path,
+) -> int:
+    machine = machine_info(where)
+    tag = uuid.uuid4().hex[:6]
+    topics = {
+        "input": f"bench-{tag}.windows",
+        "scores": f"bench-{tag}.scores",
+        "anomalies": f"bench-{tag}.anomalies",
+        "dead_letter": f"bench-{tag}.dlq",
+    }
+    passthrough = f"bench-{tag}.copy"
+    create_topics(bootstrap, [*topics.values(), passthrough], args.partitions)
+    print(f"writing {args.windows:,} windows to {topics['input']} ...", flush=True)
+    started = time.monotonic()
+    produce(bootstrap, topics["input"], ecg_windows(args.windows), args.partitions)
+    print(f"  written in {time.monotonic() - started:.1f} s", flush=True)
+    stream = Stream(
+        bootstrap,
+        topics["input"],
+        passthrough,
+        args.windows,
+        args.join_timeout_s,
+        args.run_timeout_s,
+        args.partitions,
+    )
+    runners: dict[str, Callable[[int], RunResult]] = {
+        "bare-kafka-python": lambda r: bare_kafka_python(stream),
+        "worker-kafka-python": lambda r: run_workers(
+            "worker-kafka-python",
+            1,
+            stream,
+            topics,
+            artifact,
+            None,
+            run_dir,
+            args.profile if r == 0 else None,
+        ),
+        "bare-confluent": lambda r: bare_confluent(stream),
+        "worker-confluent": lambda r: run_workers(
+            "worker-confluent", 1, stream, topics, artifact, "confluent-kafka", run_dir
+        ),
+    }
+    results: dict[str, RunResult] = {}
+    for r in range(args.rounds):
+        for name, runner in runners.items():
+            if not wanted(name):
+                continue
+            if name in results and results[name].status == "unavailable":
+                continue
+            try:
+                result = runner(r)
+            except Exception as exc:  # one runner's failure is a row
+                result = RunResult(
+                    name, None, "error", f"{type(exc).__name__}: {exc}"[:200], [None]
+                )
+            shown = (
+                f"{result.rate:,.0f} windows/s" if result.rate else f"{result.status} {result.note}"
+            )
+            print(f"round {r + 1}: {name:<22} {shown}", flush=True)
+            results[name] = results[name].best_of(result) if name in results else result
+    if wanted("naive"):
+        results["naive-keras"] = naive_keras(stream, artifact, args.naive_windows)
+        print(f"naive: {results['naive-keras'].rate or 0:,.1f} windows/s", flush=True)
+    scorer = bench_scorer(artifact) if wanted("scorer") else {}
+    latency: dict[str, Latency] = {}
+    wkp = results.get("worker-kafka-python")
+    latency_rate = args.latency_rate or (wkp.rate / 2 if wkp is not None and wkp.rate else None)
+    if wanted("latency") and latency_rate:
+        for which in ("worker", "bare-kafka-python"):
+            lat_tag = uuid.uuid4().hex[:6]
+            lat_topics = {k: v.replace(tag, lat_tag) for k, v in topics.items()}
+            create_topics(bootstrap, list(lat_topics.values()), args.partitions)
+            lat_stream = Stream(
+                bootstrap,
+                lat_topics["input"],
+                lat_topics["scores"],
+                0,
+                args.join_timeout_s,
+                args.run_timeout_s,
+                args.partitions,
+            )
+            processor: Callable[[], Any] = (
+                partial(worker_running, lat_stream, lat_topics, artifact, run_dir)
+                if which == "worker"
+                else partial(bare_loop_running, lat_stream, lat_topics["scores"])
+            )
+            latency[which] = measure_latency(
+                lat_stream, lat_topics, latency_rate, args.latency_s, processor
+            )
+            lat = latency[which]
+            print(
+                f"latency {which}: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms",
+                flush=True,
+            )
+    scaling = None
+    if args.scaling:
+        scaling = two_vs_one(bootstrap, args, artifact, run_dir)
+    machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    setup = {"windows": args.windows, "partitions": args.partitions, "rounds": args.rounds}
+    report = render(machine, results, scorer, latency, scaling, setup)
+    print()
+    print(report)
+    Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.markdown).write_text(report)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "setup": setup,
+                "results": {k: asdict(v) for k, v in results.items()},
+                "scorer": scorer,
+                "latency": {k: asdict(v) for k, v in latency.items()},
+                "scaling": scaling,
+                "targets": [
+                    {"name": t.name, "measured": t.measured, "limit": t.limit, "passed": t.passed}
+                    for t in targets(results, latency.get("worker"))
+                ],
+            },
+            indent=2,
+        )
+    )
+    print(f"written: {args.markdown}, {args.json}")
+    return 0
+
+
+def two_vs_one(
+    bootstrap: str, args: argparse.Namespace, artifact: Path, run_dir: Path
+) -> dict[str, Any]:
+    """One worker, then two in one group, each on a fresh copy of the 2-partition stream."""
+    out: dict[str, Any] = {}
+    for label, count in (("one", 1), ("two", 2)):
+        tag = uuid.uuid4().hex[:6]
+        topics = {
+            "input": f"scale-{tag}.windows",
+            "scores": f"scale-{tag}.scores",
+            "anomalies": f"scale-{tag}.anomalies",
+            "dead_letter": f"scale-{tag}.dlq",
+        }
+        create_topics(bootstrap, list(topics.values()), 2)
+        produce(bootstrap, topics["input"], ecg_windows(args.windows), 2)
+        stream = Stream(
+            bootstrap, topics["input"], "", args.windows, args.join_timeout_s, args.run_timeout_s
+        )
+        result = run_workers(f"workers-{count}", count, stream, topics, artifact, None, run_dir)
+        out[label] = result.rate
+        print(
+            f"scaling: {count} worker(s): {result.rate or 0:,.0f} windows/s ({result.status})",
+            flush=True,
+        )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

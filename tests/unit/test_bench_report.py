@@ -1,0 +1,84 @@
+"""``make bench``'s report: best-of-rounds, ratios and the PASS/FAIL target lines, on made-up
+runner results (the benchmark itself needs a broker and minutes, so it is not a test)."""
+
+from __future__ import annotations
+
+from benchmarks.bench import Latency, RunResult, Target, ratio, render, targets
+
+MACHINE = {"cpu": "test CPU, 2 cores"}
+SETUP = {"windows": 1000, "partitions": 2, "rounds": 2}
+
+
+def test_ratio_is_missing_without_both_numbers() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(None, 2.0) is None
+    assert ratio(3.0, None) is None
+    assert ratio(3.0, 0.0) is None
+
+
+def test_best_of_rounds_keeps_the_fastest_and_every_round() -> None:
+    stalled = RunResult("bare-kafka-python", None, "stall", "no assignment within 60 s", [None])
+    fast = RunResult("bare-kafka-python", 6000.0, "ok", "", [6000.0])
+    slow = RunResult("bare-kafka-python", 5000.0, "ok", "", [5000.0])
+
+    best = stalled.best_of(fast).best_of(slow)
+
+    assert best.rate == 6000.0
+    assert best.status == "ok"
+    assert best.rounds == [None, 6000.0, 5000.0]
+
+
+def test_a_runner_that_always_stalls_stays_a_stall() -> None:
+    stalled = RunResult("bare-kafka-python", None, "stall", "no assignment within 60 s", [None])
+
+    best = stalled.best_of(stalled)
+
+    assert best.rate is None
+    assert best.status == "stall"
+
+
+def test_targets_pass_and_fail_on_the_measured_ratios() -> None:
+    results = {
+        "bare-kafka-python": RunResult("bare-kafka-python", 1000.0, rounds=[1000.0]),
+        "worker-kafka-python": RunResult("worker-kafka-python", 950.0, rounds=[950.0]),
+        "bare-confluent": RunResult("bare-confluent", 10000.0, rounds=[10000.0]),
+        "worker-confluent": RunResult("worker-confluent", 4000.0, rounds=[4000.0]),
+    }
+    latency = Latency(475.0, 5000, 40.0, 90.0, 120.0, 130.0, 80.0)
+
+    kp, ck, lat = targets(results, latency)
+
+    assert kp.passed is True and kp.measured == 0.95
+    assert ck.passed is False and ck.measured == 0.4
+    assert lat.passed is False and lat.measured == 90.0
+    assert kp.line().startswith("PASS") and ck.line().startswith("FAIL")
+    assert "0.40 >= 0.50" in ck.line()
+
+
+def test_a_missing_measurement_is_neither_pass_nor_fail() -> None:
+    target = Target("worker on confluent-kafka / bare confluent-kafka loop", None, 0.5)
+
+    assert target.passed is None
+    assert target.line().startswith("N/A")
+
+
+def test_report_shows_ratios_stalls_and_unavailable_backends() -> None:
+    results = {
+        "bare-kafka-python": RunResult("bare-kafka-python", 2000.0, "ok", "", [None, 2000.0]),
+        "worker-kafka-python": RunResult("worker-kafka-python", 1900.0, rounds=[1900.0]),
+        "bare-confluent": RunResult("bare-confluent", 20000.0, rounds=[20000.0]),
+        "worker-confluent": RunResult(
+            "worker-confluent", None, "unavailable", "backend not available (config rejected)"
+        ),
+    }
+    latency = {"worker": Latency(950.0, 9500, 40.0, 65.0, 80.0, 90.0, 60.0)}
+
+    text = render(MACHINE, results, {}, latency, None, SETUP)
+
+    assert "| ecg-worker on kafka-python | 1,900 | 0.95 | 0.95 | 1,900 |" in text
+    assert "| bare confluent-kafka loop (same steps) | 20,000 | 10.00 | 1.00 |" in text
+    assert "stall, 2,000" in text  # the stalled round is shown, not hidden
+    assert "unavailable: backend not available (config rejected)" in text
+    assert "PASS  worker on kafka-python / bare kafka-python loop: 0.95 >= 0.90" in text
+    assert "N/A   worker on confluent-kafka" in text
+    assert "PASS  p99 end-to-end latency" in text
