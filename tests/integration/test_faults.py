@@ -294,9 +294,7 @@ def broker_pid(broker: KafkaBroker) -> int | None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_kill9_worker_mid_batch_then_restart(
-    fault_env: Env, mode: str, kafka_library: str
-) -> None:
+def test_kill9_worker_mid_batch_then_restart(fault_env: Env, mode: str, kafka_library: str) -> None:
     env = fault_env
     env.library = kafka_library
     bootstrap = env.broker.bootstrap_servers

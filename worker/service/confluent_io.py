@@ -77,9 +77,7 @@ def kafka_error(error: LibrdkafkaError) -> errors.KafkaError:
     code = error.code()
     cls: type[errors.KafkaError]
     if code > 0:
-        cls = errors.for_code(code)
-        if cls is errors.UnrecognizedBrokerError:
-            cls = errors.KafkaError
+        cls = errors.kafka_errors.get(code, errors.KafkaError)
     else:
         cls = _LOCAL_ERRORS.get(code, errors.KafkaError)
     exc = cls(f"{error.name()}: {redact(error.str())}")
