@@ -480,6 +480,7 @@ def ensure_topics(config: WorkerConfig) -> None:
     try:
         metadata = admin.list_topics(timeout=timeout_ms / 1000.0)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks that say why
         cause = explain(exc, seen.seen)
         hint = "" if cause != redact(repr(exc)) else "; is the broker running? (make kafka-start)"
         raise BrokerError(
