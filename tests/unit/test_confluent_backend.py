@@ -452,3 +452,57 @@ def test_cooperative_callbacks_leave_the_assignment_to_librdkafka() -> None:
     assert not tracker.rebalancing()
     assert tracker.assigned() == {("in", 0)}
     assert tracker.take_lost() == {("in", 1)}
+
+
+def test_poll_returns_at_most_max_poll_records() -> None:
+    messages = [FakeMessage("in", 0, offset) for offset in range(5)]
+    consumer = ConfluentConsumer(FakeRdConsumer(messages), 1.0, max_records=2)  # type: ignore[arg-type]
+    assert [len(consumer.poll()[("in", 0)]) for _ in range(3)] == [2, 2, 1]
+
+
+class FullQueueProducer(FakeRdProducer):
+    """librdkafka's local queue is full for the first ``full_for`` produce calls."""
+
+    def __init__(self, full_for: int) -> None:
+        super().__init__()
+        self.full_for = full_for
+        self.polls = 0
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        if self.full_for > 0:
+            self.full_for -= 1
+            raise BufferError("Local: Queue full")
+        super().produce(topic, value, key, headers, on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+
+def test_a_full_producer_queue_is_waited_on_then_times_out() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    briefly = FullQueueProducer(full_for=2)
+    ConfluentProducer(briefly, 10.0, clock=clock).send("scores", b"v")  # type: ignore[arg-type]
+    assert (briefly.polls, len(briefly.queued)) == (2, 1)  # deliveries served meanwhile
+
+    stuck = FullQueueProducer(full_for=10**6)
+    with pytest.raises(errors.KafkaTimeoutError, match="queue stayed full"):
+        ConfluentProducer(stuck, 3.0, clock=clock).send("scores", b"v")  # type: ignore[arg-type]
+
+
+def test_start_up_failures_name_the_cause_librdkafka_reported() -> None:
+    failure = KafkaException(rd(LibrdkafkaError._TRANSPORT))
+    seen = [
+        "_TRANSPORT: 127.0.0.1:9093/bootstrap: Disconnected",
+        "_AUTHENTICATION: sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error: "
+        "Authentication failed during authentication due to invalid credentials",
+    ]
+    assert confluent_io.explain(failure, seen).startswith(
+        "authentication failed: wrong user name or password"
+    )
+    assert confluent_io.explain(failure, seen[:1]) == repr(failure)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,11 @@ log = logging.getLogger(__name__)
 # librdkafka's own log lines go through Python logging (and its secret redaction).
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
-# Most records one ``poll`` returns (kafka-python's max_poll_records default).
+# Most records one ``poll`` returns unless ``max.poll.records`` says otherwise (as
+# kafka-python's max_poll_records, default 500).
 MAX_POLL_RECORDS = 500
+# Errors kept for the start-up diagnosis (a long run's broker restarts must not pile up).
+KEPT_ERRORS = 32
 # Pause while the producer's local queue is full (its deliveries are served meanwhile).
 QUEUE_FULL_BACKOFF_S = 0.05
 
@@ -96,7 +100,7 @@ def _raised(exc: KafkaException) -> errors.KafkaError:
 
 
 @contextlib.contextmanager
-def _translated() -> Any:
+def _translated() -> Iterator[None]:
     """Re-raise librdkafka's ``KafkaException`` as the matching ``kafka.errors`` class."""
     try:
         yield
@@ -139,15 +143,18 @@ class ConfluentConsumer:
     """A subscribed ``confluent_kafka.Consumer`` with the interface of ``loop.Consumer``
     (plus ``commit`` and ``group_metadata`` for the delivery modes)."""
 
-    def __init__(self, consumer: Consumer, timeout_s: float) -> None:
+    def __init__(
+        self, consumer: Consumer, timeout_s: float, max_records: int = MAX_POLL_RECORDS
+    ) -> None:
         self._consumer = consumer
         self._timeout_s = timeout_s
+        self._max_records = max_records
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         """Up to ``max_records`` records, by partition, waiting at most ``timeout_ms``."""
         with _translated():
             messages = self._consumer.consume(
-                max_records or MAX_POLL_RECORDS, max(timeout_ms, 0) / 1000.0
+                max_records or self._max_records, max(timeout_ms, 0) / 1000.0
             )
         polled: dict[tuple[str, int], list[Any]] = {}
         for m in messages:
@@ -401,7 +408,7 @@ class _Errors:
     failed start-up can say why (``explain``)."""
 
     def __init__(self) -> None:
-        self.seen: list[str] = []
+        self.seen: deque[str] = deque(maxlen=KEPT_ERRORS)
 
     def __call__(self, error: LibrdkafkaError) -> None:
         text = redact(f"{error.name()}: {error.str()}")
@@ -438,7 +445,7 @@ _CAUSES = (
 )
 
 
-def explain(exc: BaseException, seen: list[str]) -> str:
+def explain(exc: BaseException, seen: Iterable[str]) -> str:
     """The most telling cause of a failed connection, or the exception itself."""
     for needle, meaning in _CAUSES:
         for text in seen:
@@ -581,7 +588,11 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients
         producer.flush(5)
         raise BrokerError(f"cannot create a Kafka consumer for {where}: {_raised(exc)!r}") from exc
     return ConfluentClients(
-        consumer=ConfluentConsumer(consumer, config.startup.timeout_ms / 1000.0),
+        consumer=ConfluentConsumer(
+            consumer,
+            config.startup.timeout_ms / 1000.0,
+            int(config.kafka.client.get("max.poll.records", MAX_POLL_RECORDS)),
+        ),
         producer=ConfluentProducer(producer, timeout_s),
         cooperative=incremental,
     )
