@@ -506,3 +506,22 @@ def test_start_up_failures_name_the_cause_librdkafka_reported() -> None:
         "authentication failed: wrong user name or password"
     )
     assert confluent_io.explain(failure, seen[:1]) == repr(failure)
+
+
+# --------------------------------------------------------------------------- the tools
+
+
+def test_the_tools_stay_on_kafka_python_whatever_ecg_kafka_library_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from clients.kafka_clients import load_kafka_config
+
+    monkeypatch.delenv("ECG_KAFKA_CONFIG", raising=False)
+    monkeypatch.setenv("ECG_KAFKA_LIBRARY", "confluent-kafka")  # the worker's, same shell
+    monkeypatch.setenv("ECG_SECURITY_PROTOCOL", "SSL")
+    assert load_kafka_config(None).consumer_settings() == {"security_protocol": "SSL"}
+
+    config = tmp_path / "worker.yaml"
+    config.write_text("kafka:\n  library: confluent-kafka\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="the tools run on kafka-python"):
+        load_kafka_config(config)
