@@ -317,14 +317,23 @@ class FakeRdConsumer:
 
     def __init__(self, messages: list[Any] | None = None) -> None:
         self.messages = messages or []
+        self.arriving: list[Any] = []  # records that arrive while a poll waits
+        self.waited: list[tuple[str, float]] = []
         self.commits: list[list[tuple[str, int, int]]] = []
         self.commit_error: LibrdkafkaError | None = None
         self.assigned: list[tuple[str, int, int]] | None = None
         self.positions: list[Partition] = []
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.waited.append(("consume", timeout))
         out, self.messages = self.messages[:num_messages], self.messages[num_messages:]
         return out
+
+    def poll(self, timeout: float) -> Any:
+        self.waited.append(("poll", timeout))
+        self.messages += self.arriving
+        self.arriving = []
+        return self.messages.pop(0) if self.messages else None
 
     def commit(self, offsets: list[Partition], asynchronous: bool) -> list[Partition]:
         assert asynchronous is False  # commit-after-ack waits for the broker
@@ -383,6 +392,23 @@ def test_poll_returns_records_by_partition_and_skips_non_fatal_errors() -> None:
         b"v5",
         1700000000005,
     )
+
+
+def test_poll_returns_what_is_there_at_once_else_waits_for_the_first_record() -> None:
+    rd_consumer = FakeRdConsumer([FakeMessage("in", 0, 1)])
+    consumer = ConfluentConsumer(rd_consumer, 1.0)  # type: ignore[arg-type]
+    assert [r.offset for r in consumer.poll(timeout_ms=200)[("in", 0)]] == [1]
+    assert rd_consumer.waited == [("consume", 0)]  # no wait when records are in hand
+
+    rd_consumer.waited = []
+    rd_consumer.arriving = [FakeMessage("in", 0, 2), FakeMessage("in", 0, 3)]
+    assert [r.offset for r in consumer.poll(timeout_ms=200)[("in", 0)]] == [2, 3]
+    # Waits for one record at most 200 ms, then takes what came with it without waiting.
+    assert rd_consumer.waited == [("consume", 0), ("poll", 0.2), ("consume", 0)]
+
+    rd_consumer.waited = []
+    assert consumer.poll(timeout_ms=50) == {}
+    assert rd_consumer.waited == [("consume", 0), ("poll", 0.05)]
 
 
 def test_a_fatal_consumer_error_is_raised() -> None:

@@ -151,11 +151,16 @@ class ConfluentConsumer:
         self._max_records = max_records
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
-        """Up to ``max_records`` records, by partition, waiting at most ``timeout_ms``."""
+        """Up to ``max_records`` records, by partition: what is there, else the first to
+        arrive within ``timeout_ms`` and what came with it (as kafka-python's ``poll``;
+        librdkafka's ``consume`` would wait the whole timeout for a full batch)."""
+        limit = max_records or self._max_records
         with _translated():
-            messages = self._consumer.consume(
-                max_records or self._max_records, max(timeout_ms, 0) / 1000.0
-            )
+            messages = self._consumer.consume(limit, 0)
+            if not messages and timeout_ms > 0:
+                first = self._consumer.poll(timeout_ms / 1000.0)
+                if first is not None:
+                    messages = [first, *self._consumer.consume(limit - 1, 0)]
         polled: dict[tuple[str, int], list[Any]] = {}
         for m in messages:
             error = m.error()
