@@ -408,12 +408,18 @@ class ConfluentClients:
 # --------------------------------------------------------------------------- building
 
 
-class _Errors:
+class _Errors(logging.Handler):
     """librdkafka's error callback: logs each error (redacted) and keeps them, so that a
-    failed start-up can say why (``explain``)."""
+    failed start-up can say why (``explain``). As a handler on the ``librdkafka`` logger
+    it keeps its log lines too (some causes are only there)."""
 
     def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
         self.seen: deque[str] = deque(maxlen=KEPT_ERRORS)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a broken record must not break start-up
+            self.seen.append(redact(record.getMessage()))
 
     def __call__(self, error: LibrdkafkaError) -> None:
         text = redact(f"{error.name()}: {error.str()}")
@@ -422,8 +428,9 @@ class _Errors:
 
 
 # (substring of a librdkafka error, what it means for the operator), most telling first.
-# Only the first is exercised against a real broker (test_security.py); the others follow
-# librdkafka's and OpenSSL's wording.
+# Seen from a real broker: a wrong password (test_security.py), an untrusted CA, TLS on the
+# plaintext port, plaintext on the TLS port (docs/worker.md); the others follow librdkafka's
+# wording.
 _CAUSES = (
     (
         "Authentication failed",
@@ -441,6 +448,11 @@ _CAUSES = (
         "check security.protocol and the port)",
     ),
     (
+        "PLAINTEXT broker listener",
+        "TLS handshake failed: this port does not speak TLS (is it the plaintext listener? "
+        "check security.protocol and the port)",
+    ),
+    (
         "not supported by broker",
         "the broker does not offer this SASL mechanism (check sasl.mechanism)",
     ),
@@ -448,6 +460,11 @@ _CAUSES = (
         "incorrect security.protocol",
         "the broker closed the connection at once: check security.protocol (SSL or "
         "SASL_SSL on a TLS port) and ssl.ca.location",
+    ),
+    (
+        "in state APIVERSION_QUERY",
+        "the broker closed the connection at its first request: this port probably expects "
+        "TLS (set security.protocol to SSL or SASL_SSL and ssl.ca.location)",
     ),
 )
 
@@ -491,15 +508,18 @@ def ensure_topics(config: WorkerConfig) -> None:
     timeout_ms = config.startup.timeout_ms
     both = rd.CONSUMER_KEYS & rd.PRODUCER_KEYS
     admin = AdminClient(_common(config, both, seen))
+    LIBRDKAFKA_LOG.addHandler(seen)
     try:
         metadata = admin.list_topics(timeout=timeout_ms / 1000.0)
     except KafkaException as exc:
-        admin.poll(0)  # serves the error callbacks that say why
+        admin.poll(0)  # serves the error callbacks and log lines that say why
         cause = explain(exc, seen.seen)
         hint = "" if cause != redact(repr(exc)) else "; is the broker running? (make kafka-start)"
         raise BrokerError(
             f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms: {cause}{hint}"
         ) from exc
+    finally:
+        LIBRDKAFKA_LOG.removeHandler(seen)
     existing = {name for name, topic in metadata.topics.items() if topic.error is None}
     missing = [t for t in config.required_topics() if t not in existing]
     if missing and config.topics.create_topics:
