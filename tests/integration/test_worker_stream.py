@@ -407,11 +407,13 @@ def test_kcat_produces_a_window_and_reads_its_score(env: Env, kcat: str) -> None
     assert worker.terminate() == 0
 
 
-def test_unreachable_broker_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
+def test_unreachable_broker_fails_fast_with_a_clear_error(
+    tmp_path: Path, kafka_library: str
+) -> None:
     write_artifact_dir(tmp_path / "artifact")
     port = free_port()  # nothing listens there
     config = {
-        "kafka": {"bootstrap_servers": f"127.0.0.1:{port}"},
+        "kafka": {"bootstrap_servers": f"127.0.0.1:{port}", "library": kafka_library},
         "artifact": str(tmp_path / "artifact"),
         "metrics": {"port": free_port()},
         "startup": {"timeout_ms": 2000},

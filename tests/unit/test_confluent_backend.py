@@ -551,3 +551,17 @@ def test_the_tools_stay_on_kafka_python_whatever_ecg_kafka_library_says(
     config.write_text("kafka:\n  library: confluent-kafka\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="the tools run on kafka-python"):
         load_kafka_config(config)
+
+
+def test_librdkafka_log_lines_feed_the_diagnosis() -> None:
+    errors_seen = confluent_io._Errors()
+    confluent_io.LIBRDKAFKA_LOG.addHandler(errors_seen)
+    try:
+        confluent_io.LIBRDKAFKA_LOG.error(
+            "FAIL [ecg-worker#producer-1]: 127.0.0.1:9093/bootstrap: Disconnected: connection "
+            "closed by peer: receive 0 after POLLIN (after 1ms in state APIVERSION_QUERY)"
+        )
+    finally:
+        confluent_io.LIBRDKAFKA_LOG.removeHandler(errors_seen)
+    cause = confluent_io.explain(KafkaException(rd(LibrdkafkaError._TRANSPORT)), errors_seen.seen)
+    assert cause.startswith("the broker closed the connection at its first request")
