@@ -180,6 +180,10 @@ REFUSED_EDGES = [
     ("kafka:\n  client:\n    batch_size: -1\n", r"kafka\.client\.batch_size must be a non-ne"),
     ("kafka:\n  client:\n    batch_size: many\n", r"kafka\.client\.batch_size .* got 'many'$"),
     ("kafka:\n  client:\n    acks: all\n", r"kafka\.client\.acks is set by the worker itself"),
+    (
+        "kafka:\n  client:\n    sasl_plain_password_file: /nonexistent/pw\n",
+        r"kafka\.client\.sasl_plain_password_file: cannot read /nonexistent/pw",
+    ),
     ("metrics: 3\n", r"metrics must be a mapping, got int$"),
     ("kafka: [a]\n", r"kafka must be a mapping, got list$"),
     ("zzzz: 1\n", r"unknown key 'zzzz'$"),

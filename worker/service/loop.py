@@ -315,8 +315,8 @@ class WorkerLoop:
         """An aborted transaction left nothing of the batch visible, so its partitions that
         are still ours are read again from their last commit; the rest of the current poll's
         records for them is skipped (``_rewound``) so that nothing is scored twice or out of
-        order. (A batch is taken whole, so no record of them is held in the batcher here.)
-        (At least once never needs this: its outputs are out.)
+        order (a batch is taken whole, so the batcher holds none of them). At least once
+        never needs this: its outputs are out.
         """
         first: dict[tuple[str, int], int] = {}
         for item in items:
