@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeToo
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from tests.builders import synthetic_windows
-from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
+from tests.builders import synthetic_windows, write_artifact_dir
+from tests.fakes import FakeClock, FakeConsumer, FakeFuture, FakeProducer, FakeRecord, Sent
 from tests.strict_producer import StrictProducer
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import decode_score
@@ -561,3 +562,91 @@ def test_a_rewind_that_fails_stops_the_worker_naming_the_partition(
     rig.consumer.feed([record(0, partition=1, offset=3)])
     with pytest.raises(CommitFailed, match=r"cannot rewind ecg\.windows\[1\].*broker gone"):
         rig.loop.step()
+
+
+# --------------------------------------------------------------------------- with a shadow
+
+SHADOW = "ecg.scores.shadow"
+
+
+class ShadowRefusingProducer:
+    """Refuses shadow records at send and the scores of ``refused_ids`` at the broker, both
+    one by one (as for records too large); acknowledges the rest at flush."""
+
+    def __init__(self, refused_ids: set[str]) -> None:
+        self.refused_ids = refused_ids
+        self.acked: list[Sent] = []
+        self._pending: list[tuple[Sent, FakeFuture]] = []
+
+    def send(self, topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+        if topic == SHADOW:
+            raise ValueError("record too large for the shadow topic")
+        refused = topic == SCORES and str(decode_score(value).id) in self.refused_ids
+        future = FakeFuture(MessageSizeTooLargeError("MESSAGE_TOO_LARGE") if refused else None)
+        future.is_done = False
+        self._pending.append((Sent(topic, key, value, headers), future))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        for sent, future in self._pending:
+            future.is_done = True
+            if future.exception is None:
+                self.acked.append(sent)
+        self._pending = []
+
+
+def shadow_rig(
+    tmp_path: Path, artifact: EcgArtifact, config: WorkerConfig, producer: Any = None
+) -> Rig:
+    from worker.service.rollout import Rollout
+    from worker.service.rollout_metrics import RolloutMetrics
+
+    live = write_artifact_dir(tmp_path / "live", seed=7)
+    candidate = write_artifact_dir(tmp_path / "candidate", seed=11)
+    rig = Rig(live, config, producer=producer)
+    rig.loop._rollout = Rollout(
+        Scorer(live),
+        RolloutMetrics(rig.registry),
+        rig.metrics,
+        artifact_path=tmp_path / "live",
+        shadow_path=candidate.path,
+        shadow_topic=SHADOW,
+        watch=False,
+        poll_interval_s=1.0,
+        clock=rig.clock,
+    )
+    return rig
+
+
+def test_the_shadow_scores_only_the_windows_the_primary_publishes(
+    tmp_path: Path, ecg_artifact: EcgArtifact
+) -> None:
+    config = with_config(
+        kafka=KafkaConfig(client={"max_request_size": 18_000}),
+        limits=LimitsConfig(max_record_bytes=12_000, max_field_bytes=12_000),
+    )
+    rig = shadow_rig(tmp_path, ecg_artifact, config)
+    rig.consumer.feed(
+        [record(0), record(1, key=b"k" * 11_000, note="y" * 8_500), record(2), record(3)]
+    )
+    rig.loop.step()
+    rig.clock.advance(1)
+    rig.loop.step()
+    assert rig.scored_ids() == ["w-0", "w-2", "w-3"]
+    shadow_ids = sorted(str(decode_score(s.value).id) for s in rig.acked(SHADOW))
+    assert shadow_ids == ["w-0", "w-2", "w-3"]
+
+
+def test_a_refused_shadow_record_does_not_stop_refused_scores_from_being_replaced(
+    tmp_path: Path, ecg_artifact: EcgArtifact
+) -> None:
+    producer = ShadowRefusingProducer(refused_ids={"w-1", "w-2"})
+    rig = shadow_rig(tmp_path, ecg_artifact, with_config(), producer)
+    rig.consumer.feed(record(i) for i in range(4))
+    rig.loop.step()
+    rig.clock.advance(1)
+    rig.loop.step()
+    assert rig.scored_ids() == ["w-0", "w-3"]
+    assert rig.dead_reasons() == [b"send_failed", b"send_failed"]
+    assert rig.acked(SHADOW) == []
+    assert rig.consumer.committed_offsets == {P0: 4}
