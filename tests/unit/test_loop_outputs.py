@@ -524,7 +524,12 @@ def test_an_aborted_batch_is_read_again_from_the_last_commit(
     assert "aborted batch: ecg.windows[0] is read again from offset 9" in [
         r.getMessage() for r in caplog.records
     ]
-    rig.loop.drain()  # only P1's record was held; its batch aborts too (never committed)
+    with caplog.at_level(logging.INFO, "worker.service.loop"):
+        rig.loop.drain()  # only P1's record was held; its batch aborts too (never committed)
+    # Never committed: read again from the aborted batch's first offset.
+    assert "aborted batch: ecg.windows[1] is read again from offset 7" in [
+        r.getMessage() for r in caplog.records
+    ]
     scores = [[m for m in batch if m.topic == SCORES] for batch in delivery.published]
     assert [len(batch) for batch in scores] == [3, 1]
     assert decode_score(scores[1][0].value).id == "w-9"
@@ -638,14 +643,18 @@ def test_the_shadow_scores_only_the_windows_the_primary_publishes(
 
 
 def test_a_refused_shadow_record_does_not_stop_refused_scores_from_being_replaced(
-    tmp_path: Path, ecg_artifact: EcgArtifact
+    tmp_path: Path, ecg_artifact: EcgArtifact, caplog: pytest.LogCaptureFixture
 ) -> None:
     producer = ShadowRefusingProducer(refused_ids={"w-1", "w-2"})
     rig = shadow_rig(tmp_path, ecg_artifact, with_config(), producer)
     rig.consumer.feed(record(i) for i in range(4))
     rig.loop.step()
     rig.clock.advance(1)
-    rig.loop.step()
+    with caplog.at_level(logging.WARNING, "worker.service.loop"):
+        rig.loop.step()
+    dropped = [r.getMessage() for r in caplog.records if "shadow score" in r.getMessage()]
+    assert len(dropped) == 4
+    assert all("record too large for the shadow topic" in m for m in dropped)
     assert rig.scored_ids() == ["w-0", "w-3"]
     assert rig.dead_reasons() == [b"send_failed", b"send_failed"]
     assert rig.acked(SHADOW) == []
