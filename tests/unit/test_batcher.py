@@ -76,3 +76,56 @@ def test_discard_keeps_the_opening_time() -> None:
 def test_bad_limits_are_refused(size: int, wait: int) -> None:
     with pytest.raises(ValueError):
         Batcher(size, wait)
+
+
+@pytest.mark.parametrize(
+    ("size", "wait", "named"),
+    [(0, 10, "max_size must be >= 1"), (1, -1, "max_wait_ms must be >= 0")],
+)
+def test_bad_limits_name_the_setting(size: int, wait: int, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Batcher(size, wait)
+
+
+def test_a_long_wait_is_exact_to_the_millisecond() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 1000, clock)
+    b.add(1)
+    assert b.time_left_ms(idle_ms=5000) == 1000
+    clock.advance(0.9995)
+    assert not b.due()
+    clock.advance(0.0005)
+    assert b.due()
+
+
+def test_closes_when_the_bytes_reach_max_bytes() -> None:
+    b: Batcher[str] = Batcher(100, 1000, FakeClock(), max_bytes=100)
+    assert b.add("a", 60) is None
+    assert b.add("b", 39) is None
+    assert b.add("c", 1) == ["a", "b", "c"]  # exactly max_bytes closes
+    # The next batch counts its bytes from zero.
+    assert b.add("d", 99) is None
+    assert b.add("e", 1) == ["d", "e"]
+
+
+def test_items_without_a_size_never_close_on_bytes() -> None:
+    b: Batcher[int] = Batcher(100, 1000, FakeClock(), max_bytes=2)
+    for i in range(5):
+        assert b.add(i) is None
+    assert len(b) == 5
+
+
+def test_discarding_every_item_resets_the_byte_count() -> None:
+    b: Batcher[str] = Batcher(100, 1000, FakeClock(), max_bytes=100)
+    b.add("a", 60)
+    assert b.discard(lambda item: False) == ["a"]
+    assert b.add("b", 99) is None
+    assert b.add("c", 1) == ["b", "c"]
+
+
+def test_discarding_some_items_keeps_the_byte_count_as_an_over_estimate() -> None:
+    b: Batcher[str] = Batcher(100, 1000, FakeClock(), max_bytes=100)
+    b.add("a", 60)
+    b.add("b", 30)
+    assert b.discard(lambda item: item == "b") == ["a"]
+    assert b.add("c", 10) == ["b", "c"]

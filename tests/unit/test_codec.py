@@ -239,3 +239,100 @@ def test_oversized_dead_letter_is_cut_with_size_and_digest() -> None:
     small = codec.encode_dead_letter(rejected, 0)
     assert small.value == b"" and small.key == b""
     assert dict(small.headers)["dlq.truncated"] == b"value,key"
+
+
+# The dead letter's detail names the JSON type that was found: it is what an operator reads.
+TYPE_DETAILS: list[tuple[bytes, str]] = [
+    (b'"a window"', "value is a JSON string, expected"),
+    (b"42", "value is a JSON number, expected"),
+    (b"null", "value is a JSON null, expected"),
+    (b"true", "value is a JSON boolean, expected"),
+    (orjson.dumps({"values": {"a": 1}}), "'values' is a JSON object, expected an array"),
+    (orjson.dumps({"values": "1,2"}), "'values' is a JSON string, expected an array"),
+    (orjson.dumps([*values(139), "1.0"]), "'values' holds a JSON string: '1.0'"),
+    (orjson.dumps([None, *values(139)]), "'values' holds a JSON null: None"),
+    (orjson.dumps([*values(139), False]), "'values' holds a JSON boolean: False"),
+    (orjson.dumps([*values(139), [1.5]]), "'values' holds a JSON array: [1.5]"),
+    (orjson.dumps([*values(139), {"v": 1}]), "'values' holds a JSON object: {'v': 1}"),
+]
+
+
+@pytest.mark.parametrize(("value", "detail"), TYPE_DETAILS, ids=[d for _, d in TYPE_DETAILS])
+def test_wrong_type_detail_names_the_json_type_found(value: bytes, detail: str) -> None:
+    result = run(value)
+    assert isinstance(result, Rejected)
+    assert result.detail.startswith(detail)
+
+
+def test_detail_of_the_other_reasons_says_what_is_wrong() -> None:
+    details = {
+        codec.EMPTY: run(b"").detail,  # type: ignore[union-attr]
+        codec.MISSING_VALUES: run(orjson.dumps({"id": "x"})).detail,  # type: ignore[union-attr]
+        codec.NON_FINITE: run(json.dumps([float("nan"), *values(139)]).encode()).detail,  # type: ignore[union-attr]
+    }
+    assert "null or empty" in details[codec.EMPTY]
+    assert "no 'values'" in details[codec.MISSING_VALUES]
+    assert "NaN" in details[codec.NON_FINITE]
+
+
+def test_an_integer_sample_beyond_float_range_is_non_finite() -> None:
+    result = run(b"[" + b"9" * 400 + b",1" * 139 + b"]")
+    assert isinstance(result, Rejected) and result.reason == codec.NON_FINITE
+
+
+def test_an_integer_beyond_64_bits_in_an_extra_field_is_a_fields_limit() -> None:
+    raw = ('{"values": ' + VALUES_JSON + ', "big": ' + "9" * 400 + "}").encode()
+    result = run(raw)
+    assert isinstance(result, Rejected) and result.reason == codec.FIELDS_LIMIT
+    assert "an extra field holds an integer beyond 64 bits" in result.detail
+
+
+def test_a_lone_surrogate_in_an_extra_field_is_named() -> None:
+    result = run(('{"values": ' + VALUES_JSON + ', "note": "\\udc00x"}').encode())
+    assert isinstance(result, Rejected)
+    assert result.detail.startswith("an extra field holds a lone UTF-16 surrogate")
+
+
+def test_field_and_key_limits_are_inclusive() -> None:
+    fields = {"note": "x" * 100}
+    limits = codec.FieldLimits(max_bytes=len(orjson.dumps(fields)))
+    raw = orjson.dumps({"values": values(), **fields})
+    assert isinstance(decode(raw, None, "t", 0, 0, 0, L, LIMIT, limits), Window)
+    smaller = codec.FieldLimits(max_bytes=limits.max_bytes - 1)
+    assert decode(raw, None, "t", 0, 0, 0, L, LIMIT, smaller).reason == codec.FIELDS_LIMIT  # type: ignore[union-attr]
+    assert isinstance(decode(raw, b"k" * LIMIT, "t", 0, 0, 0, L, LIMIT), Window)
+
+
+def test_an_empty_batch_is_an_empty_array_of_the_window_length() -> None:
+    empty = windows_array([], L)
+    assert (empty.shape, empty.dtype) == ((0, L), np.float64)
+
+
+def test_a_window_rejected_after_decoding_keeps_its_source() -> None:
+    w = run(orjson.dumps({"id": "beat-1", "values": values()}))
+    assert isinstance(w, Window)
+    rejected = codec.reject_window(w, codec.UNSCORABLE, "values overflow float32")
+    assert rejected == Rejected(
+        codec.UNSCORABLE,
+        "values overflow float32",
+        w.raw,
+        b"dev-1",
+        "ecg.windows",
+        3,
+        42,
+        1_700_000_000_000,
+    )
+
+
+def test_dead_letter_headers_survive_text_that_utf8_cannot_carry() -> None:
+    rejected = Rejected(codec.NOT_JSON, "bad \ud800 text", b"x", None, "t\udc00", 0, 1, 2)
+    headers = dict(codec.dead_letter_headers(rejected))
+    assert headers["dlq.detail"] == b"bad ? text"
+    assert headers["dlq.source.topic"] == b"t?"
+
+
+def test_a_dead_letter_of_exactly_max_bytes_is_not_cut() -> None:
+    rejected = Rejected(codec.NOT_JSON, "d", b"v" * 10, b"k" * 10, "t", 0, 1, 2)
+    dead = codec.encode_dead_letter(rejected, 10)
+    assert (dead.key, dead.value) == (b"k" * 10, b"v" * 10)
+    assert "dlq.truncated" not in dict(dead.headers)

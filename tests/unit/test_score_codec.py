@@ -13,6 +13,7 @@ from worker.core.codec import (
     decode,
     decode_score,
     encode_score,
+    score_from_doc,
 )
 from worker.core.scorer import Segment
 
@@ -94,3 +95,46 @@ def test_a_value_that_is_not_a_score_says_why(value: bytes | None, problem: str)
     with pytest.raises(ScoreFormatError) as info:
         decode_score(value)
     assert str(info.value).startswith(problem)
+
+
+SCORE = b'"id": "a", "error": 1, "anomaly": true, "threshold": 1'
+SOURCE = b'"topic": "t", "partition": 0, "offset": 5, "timestamp_ms": 9'
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (b'"source": [1]', "field 'source' must be an object, got array"),
+        (b'"source": {"partition": 0}', "field 'source.topic' must be a string, got None"),
+        (
+            b'"source": {"topic": "t", "partition": 0, "offset": "5", "timestamp_ms": 9}',
+            "field 'source.offset' must be an integer, got '5'",
+        ),
+        (
+            b'"source": {"topic": "t", "partition": 0, "offset": 5, "timestamp_ms": 9.5}',
+            "field 'source.timestamp_ms' must be an integer, got 9.5",
+        ),
+        (b'"fields": [1]', "field 'fields' must be an object, got array"),
+        (b'"segments": {"a": 1}', "field 'segments' must be a list, got object"),
+        (
+            b'"segments": [{"start": 1, "end": 2, "mean_error": "x"}]',
+            "field 'segments[0].mean_error' must be a finite number",
+        ),
+        (b'"model_version": 7', "field 'model_version' must be a string, got 7"),
+    ],
+)
+def test_a_wrong_optional_field_is_named_with_its_path(extra: bytes, problem: str) -> None:
+    with pytest.raises(ScoreFormatError) as info:
+        decode_score(b"{" + SCORE + b", " + extra + b"}")
+    assert str(info.value).startswith(problem)
+
+
+def test_a_score_with_every_optional_field_reads_back() -> None:
+    score = decode_score(b"{" + SCORE + b', "source": {' + SOURCE + b'}, "fields": {"k": 1}}')
+    assert score.source == ScoreSource("t", 0, 5, 9)
+    assert score.fields == {"k": 1}
+
+
+def test_an_error_beyond_float_range_is_not_a_finite_number() -> None:
+    with pytest.raises(ScoreFormatError, match="field 'error' must be a finite number"):
+        score_from_doc({"id": "a", "error": 10**400, "anomaly": True, "threshold": 1})

@@ -3,11 +3,14 @@ from, and finds the abnormal segments of a window."""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.builders import make_artifact, synthetic_windows
 from tests.oracles import abnormal_segments
 from worker.core.agreement import compare_scores
 from worker.core.artifact import ECG_KIND, error_quantiles, load_ecg_artifact, write_artifact
@@ -126,3 +129,27 @@ def test_segments_of_a_flat_error_give_one_stretch() -> None:
     segments = abnormal_segments(np.full(140, 0.02), smooth_samples=5)
     assert len(segments) == 1
     assert segments[0].end - segments[0].start == 5
+
+
+def test_an_error_equal_to_the_threshold_is_an_anomaly() -> None:
+    # The tutorial's rule: normal only when the error is *less than* the threshold.
+    artifact = make_artifact()
+    windows = synthetic_windows(3, seed=1)
+    errors = Scorer(artifact).score(windows).errors
+    at = replace(artifact, threshold=float(errors[1]))
+    scores = Scorer(at).score(windows)
+    assert scores.anomalies.tolist() == (errors >= errors[1]).tolist()
+    assert scores.anomalies[1]
+
+
+def test_unscorable_rows_raise_no_numpy_warning() -> None:
+    # One bad record must not put a RuntimeWarning into the worker's log per batch.
+    windows = synthetic_windows(3, seed=2)
+    windows[0, 3] = 1e300  # overflows float32
+    windows[1, 0] = np.nan
+    windows[2, 7] = -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = Scorer(make_artifact()).score(windows)
+    assert scores.scorable.tolist() == [False, False, False]
+    assert scores.errors.shape == (0,)
