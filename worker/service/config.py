@@ -295,7 +295,7 @@ class WorkerConfig:
         """Build from an already-parsed mapping (same rules as ``from_yaml``)."""
         # A deep copy: env overrides write into nested sections such as kafka.client.
         data = copy.deepcopy({k: v for k, v in raw.items()})
-        _apply_env(data, os.environ if env is None else env)
+        _apply_env(data, os.environ if env is None else env, where)
         config = _build(cls, data, where)
         _cross_check(config, where)
         return config
@@ -385,7 +385,7 @@ def env_help() -> str:
     return "\n".join(lines)
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], where: str) -> None:
     kafka = data.get("kafka")
     library = env.get("ECG_KAFKA_LIBRARY") or (
         kafka.get("library") if isinstance(kafka, dict) else None
@@ -407,7 +407,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             if section is None:
                 section = target[part] = {}
             elif not isinstance(section, dict):
-                raise ConfigError(f"config: section {part!r} must be a mapping")
+                raise ConfigError(f"{where}: section {part!r} must be a mapping")
             target = section
         target[path[-1]] = value
         # A secret from the environment replaces the file in the config, and vice versa.

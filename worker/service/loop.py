@@ -120,6 +120,9 @@ class WorkerLoop:
         self._lag_interval_s = config.metrics.lag_interval_ms / 1000.0
         self._next_lag_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
+        # Partitions rewound by an aborted batch during this round: the rest of what this
+        # poll returned for them is read again after the rewind, so it is not batched now.
+        self._rewound: set[tuple[str, int]] = set()
         self._stop = False
         self._input_check = InputSchemaCheck.from_setting(config.validation.input_schema)
 
@@ -159,8 +162,11 @@ class WorkerLoop:
         except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
             raise BrokerError(f"polling {self._topics.input} failed: {exc!r}") from exc
         self._drop_lost_partitions()
+        self._rewound.clear()
         for records in polled.values():
             for r in records:
+                if (r.topic, r.partition) in self._rewound:
+                    continue
                 item = decode(
                     r.value,
                     r.key,
@@ -311,17 +317,19 @@ class WorkerLoop:
 
     def _replay(self, items: list[Window | Rejected]) -> None:
         """An aborted transaction left nothing of the batch visible, so its partitions that
-        are still ours are read again from their last commit; records held for them are
-        dropped so that order is kept. (At least once never needs this: its outputs are out.)
+        are still ours are read again from their last commit; the rest of the current poll's
+        records for them is skipped (``_rewound``) so that nothing is scored twice or out of
+        order (a batch is taken whole, so the batcher holds none of them). At least once
+        never needs this: its outputs are out.
         """
         first: dict[tuple[str, int], int] = {}
         for item in items:
             first.setdefault((item.topic, item.partition), item.offset)
-        self._discard(lambda item: (item.topic, item.partition) not in first, "aborted batch")
         owned = self._tracker.assigned()
         for (topic, partition), offset in first.items():
             if (topic, partition) not in owned:
                 continue  # the new owner starts at the last commit
+            self._rewound.add((topic, partition))
             tp = TopicPartition(topic, partition)
             try:
                 committed = self._consumer.committed(tp)
