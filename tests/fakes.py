@@ -366,8 +366,9 @@ class FakeProducer:
 
     - records of ``fail_topics``, or all records when ``fail_all``: their futures fail with
       ``KafkaTimeoutError`` (a batch expired unacknowledged);
-    - records over ``broker_max_bytes``: their futures fail with ``MessageSizeTooLargeError``
-      (the broker's ``message.max.bytes``);
+    - records over ``broker_max_bytes``, or of ``refuse_topics``: their futures fail with
+      ``MessageSizeTooLargeError`` (the broker refuses that one record, e.g. over its
+      ``message.max.bytes``);
     - when ``stall_flush``: ``flush`` raises ``KafkaTimeoutError`` and the futures stay
       pending, as kafka-python's does when its timeout passes.
     """
@@ -386,6 +387,7 @@ class FakeProducer:
         self.pending: list[Sent] = []
         self.acked: list[Sent] = []
         self.fail_topics: set[str] = set()
+        self.refuse_topics: set[str] = set()
         self.fail_all = False
         self.stall_flush = False
         self.refused_by_send = 0
@@ -455,7 +457,9 @@ class FakeProducer:
                 future.exception = KafkaTimeoutError(
                     f"Batch for {sent.topic} expired before acknowledgement"
                 )
-            elif self.broker_max_bytes is not None and size > self.broker_max_bytes:
+            elif sent.topic in self.refuse_topics or (
+                self.broker_max_bytes is not None and size > self.broker_max_bytes
+            ):
                 future.exception = MessageSizeTooLargeError("MESSAGE_TOO_LARGE from the broker")
             else:
                 self.acked.append(sent)

@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry
 
 from tests.builders import synthetic_windows, write_artifact_dir
 from tests.fakes import FakeClock, FakeConsumer, FakeFuture, FakeProducer, FakeRecord, Sent
-from tests.strict_producer import StrictProducer
 from worker.core.artifact import EcgArtifact
 from worker.core.codec import decode_score
 from worker.core.scorer import Scorer, Scores
@@ -95,15 +94,11 @@ class AbortingDelivery:
         return False
 
 
-class AnomalyRefusingProducer(StrictProducer):
-    """A strict producer whose broker refuses every anomaly record, record by record."""
-
-    def flush(self, timeout: float | None = None) -> None:
-        for sent, _, future in self._pending:
-            if sent.topic == ANOM:
-                future.exception = MessageSizeTooLargeError("MESSAGE_TOO_LARGE for ecg.anomalies")
-        super().flush(timeout)
-        self.acked = [r for r in self.acked if r.topic != ANOM]
+def anomaly_refusing_producer() -> FakeProducer:
+    """A producer whose broker refuses every anomaly record, record by record."""
+    producer = FakeProducer()
+    producer.refuse_topics.add(ANOM)
+    return producer
 
 
 class TimedScorer(Scorer):
@@ -286,7 +281,7 @@ def test_every_refused_score_and_anomaly_becomes_its_windows_dead_letter(
 ) -> None:
     # The broker refuses records above 2 KB; windows with a 3 KB field have their score
     # (and anomaly record) refused, each ending as one dead letter.
-    rig = Rig(ecg_artifact, producer=StrictProducer(broker_max_bytes=2000))
+    rig = Rig(ecg_artifact, producer=FakeProducer(broker_max_bytes=2000))
     big = "x" * 3000
     records = [record(i, note=big if i % 2 else "") for i in range(20)]
     rig.consumer.feed(records)
@@ -306,7 +301,7 @@ def test_every_refused_score_and_anomaly_becomes_its_windows_dead_letter(
 def test_anomaly_records_are_sent_and_a_refused_one_becomes_its_windows_dead_letter(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    rig = Rig(ecg_artifact, producer=StrictProducer())
+    rig = Rig(ecg_artifact, producer=FakeProducer())
     rig.consumer.feed(record(i) for i in range(30))
     rig.loop.step()
     rig.clock.advance(1)
@@ -320,7 +315,7 @@ def test_anomaly_records_are_sent_and_a_refused_one_becomes_its_windows_dead_let
     # Now a broker that takes the score but refuses the anomaly record (e.g. its topic has
     # a smaller max.message.bytes): the window ends as a dead letter, not half-published.
     index = int(flagged_ids[0][2:])
-    rig = Rig(ecg_artifact, producer=AnomalyRefusingProducer())
+    rig = Rig(ecg_artifact, producer=anomaly_refusing_producer())
     rig.consumer.feed([record(index, offset=0)])
     rig.loop.step()
     rig.clock.advance(1)
@@ -334,7 +329,7 @@ def test_anomaly_records_are_sent_and_a_refused_one_becomes_its_windows_dead_let
 def test_a_batch_whose_dead_letters_cannot_be_sent_even_cut_fails(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    rig = Rig(ecg_artifact, producer=StrictProducer(broker_max_bytes=10))
+    rig = Rig(ecg_artifact, producer=FakeProducer(broker_max_bytes=10))
     rig.consumer.feed([FakeRecord(IN, 0, 0, WALL_MS, b"dev", b"not json")])
     with pytest.raises(ProduceFailed, match="could not be replaced"):
         rig.loop.step()
