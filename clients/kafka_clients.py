@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from worker.core.errors import BrokerError
+from worker.core.errors import BrokerError, ConfigError
 from worker.service.config import KafkaConfig, WorkerConfig
 from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.secrets import install_log_redaction, secret_values
@@ -62,7 +62,19 @@ def load_kafka_config(path: str | os.PathLike[str] | None = None) -> KafkaConfig
     One parser for the worker and the tools, so a setting means the same in both. The
     secrets found are masked in every log line from here on. Raises ``ConfigError``."""
     source = path or os.environ.get(KAFKA_CONFIG_ENV)
-    config = WorkerConfig.from_yaml(source) if source else WorkerConfig.from_mapping({})
+    # The tools always run on kafka-python: a worker's ECG_KAFKA_LIBRARY in the same shell
+    # must not turn the ECG_SASL_*/ECG_SSL_* variables into librdkafka names.
+    env = {k: v for k, v in os.environ.items() if k != "ECG_KAFKA_LIBRARY"}
+    config = (
+        WorkerConfig.from_yaml(source, env=env)
+        if source
+        else WorkerConfig.from_mapping({}, env=env)
+    )
+    if config.kafka.confluent:
+        raise ConfigError(
+            f"{source}: kafka.library is confluent-kafka, but the tools run on kafka-python: "
+            "give them a file with kafka-python settings (docs/worker.md)"
+        )
     install_log_redaction(secret_values(config.kafka.client))
     return config.kafka
 

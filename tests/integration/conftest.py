@@ -5,6 +5,8 @@
 - ``topic_names`` (function): fresh uuid-named topics, already created (``TopicNames``).
 - ``kcat`` (session): path of the ``kcat`` binary.
 - ``prometheus_bin`` (session): path of the ``prometheus`` binary.
+- ``kafka_library`` (function, parametrised): each of the worker's Kafka backends; a test
+  that takes it runs once per backend.
 - ``start_prometheus`` (function): ``start_prometheus(config) -> PrometheusServer``; every
   server started is stopped when the test ends.
 
@@ -30,6 +32,7 @@ from tests.integration.services import (
     start_kafka,
     unavailable,
 )
+from tests.integration.worker_helpers import KAFKA_LIBRARIES
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +46,12 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(params=KAFKA_LIBRARIES)
+def kafka_library(request: pytest.FixtureRequest) -> str:
+    """The worker's Kafka backend (``kafka.library``): the test runs once on each."""
+    return str(request.param)
 
 
 @pytest.fixture

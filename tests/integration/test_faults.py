@@ -294,8 +294,9 @@ def broker_pid(broker: KafkaBroker) -> int | None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_kill9_worker_mid_batch_then_restart(fault_env: Env, mode: str) -> None:
+def test_kill9_worker_mid_batch_then_restart(fault_env: Env, mode: str, kafka_library: str) -> None:
     env = fault_env
+    env.library = kafka_library
     bootstrap = env.broker.bootstrap_servers
     n = 3000 * ROUNDS
     stream = Stream(bootstrap, env.topics.input, n, per_s=1500, tag="k9").start()
@@ -422,8 +423,11 @@ def test_sigstop_worker_past_its_session_while_another_takes_over(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault_env", [4], indirect=True)
-def test_add_and_remove_a_worker_during_a_stream(fault_env: Env, mode: str) -> None:
+def test_add_and_remove_a_worker_during_a_stream(
+    fault_env: Env, mode: str, kafka_library: str
+) -> None:
     env = fault_env
+    env.library = kafka_library
     bootstrap = env.broker.bootstrap_servers
     config = {**mode_config(mode), "batching": {"max_batch_size": 32}}
     a = env.worker(**config)

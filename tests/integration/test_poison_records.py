@@ -61,8 +61,10 @@ PYTHON_POISON = [
 
 
 @pytest.fixture
-def env(kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path) -> Iterator[Env]:
-    environment = Env(kafka_broker, topic_names, tmp_path)
+def env(
+    kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path, kafka_library: str
+) -> Iterator[Env]:
+    environment = Env(kafka_broker, topic_names, tmp_path, kafka_library)
     try:
         yield environment
     finally:

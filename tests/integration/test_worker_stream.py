@@ -28,7 +28,7 @@ from kafka.admin import KafkaAdminClient
 
 from tests.builders import synthetic_windows, write_artifact_dir
 from tests.integration.services import KafkaBroker, TopicNames, free_port
-from tests.integration.worker_helpers import inputs_committed
+from tests.integration.worker_helpers import client_settings, inputs_committed
 from tests.integration.worker_helpers import read_topic as read
 from worker.core.agreement import compare_scores
 from worker.core.artifact import load_ecg_artifact
@@ -113,9 +113,14 @@ class Worker:
 
 
 class Env:
-    """A test's broker, topics, artifact and workers (killed at the end)."""
+    """A test's broker, topics, artifact and workers (killed at the end). ``library`` is
+    the workers' Kafka backend; tests give ``kafka.client`` settings in kafka-python's
+    names, translated for the other backend."""
 
-    def __init__(self, broker: KafkaBroker, topics: TopicNames, tmp: Path) -> None:
+    def __init__(
+        self, broker: KafkaBroker, topics: TopicNames, tmp: Path, library: str = "kafka-python"
+    ) -> None:
+        self.library = library
         self.broker = broker
         self.topics = topics
         self.tmp = tmp
@@ -144,6 +149,9 @@ class Env:
                 config.setdefault(section, {}).update(values)
             else:
                 config[section] = values
+        kafka = config["kafka"]
+        kafka["library"] = self.library
+        kafka["client"] = client_settings(self.library, kafka.get("client") or {})
         return config
 
     def worker(self, **overrides: Any) -> Worker:
@@ -175,8 +183,10 @@ class Env:
 
 
 @pytest.fixture
-def env(kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path) -> Iterator[Env]:
-    environment = Env(kafka_broker, topic_names, tmp_path)
+def env(
+    kafka_broker: KafkaBroker, topic_names: TopicNames, tmp_path: Path, kafka_library: str
+) -> Iterator[Env]:
+    environment = Env(kafka_broker, topic_names, tmp_path, kafka_library)
     try:
         yield environment
     finally:

@@ -15,6 +15,30 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # One sample of a scrape: (sample name, sorted label pairs).
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+# The worker's two Kafka backends (``kafka.library``); integration tests run on each.
+KAFKA_LIBRARIES = ("kafka-python", "confluent-kafka")
+# kafka-python settings the tests use whose librdkafka name is not the dotted form, or
+# which have no librdkafka counterpart (None: librdkafka's produce never blocks).
+_LIBRDKAFKA_NAMES: dict[str, str | None] = {
+    "max_block_ms": None,
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "sasl_plain_password_file": "sasl.password_file",
+    "ssl_cafile": "ssl.ca.location",
+}
+
+
+def client_settings(library: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """kafka-python ``kafka.client`` settings of a test, in ``library``'s names (the same
+    meaning on both backends: ``session_timeout_ms`` -> ``session.timeout.ms``)."""
+    if library == "kafka-python":
+        return dict(settings)
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = _LIBRDKAFKA_NAMES.get(key, key.replace("_", "."))
+        if name is not None:
+            out[name] = value
+    return out
 
 
 def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, str]:

@@ -19,10 +19,10 @@ from worker.service.config import WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, Delivery
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState, MetricsServer
-from worker.service.kafka_io import connect, ensure_topics
+from worker.service.kafka_backend import connect, ensure_topics
 from worker.service.loop import WorkerLoop
 from worker.service.metrics import WorkerMetrics
-from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
+from worker.service.rebalance import PartitionTracker
 from worker.service.rollout import Rollout, install_sighup
 from worker.service.rollout_metrics import RolloutMetrics
 from worker.service.transactions import ExactlyOnceDelivery
@@ -82,9 +82,7 @@ def run(config: WorkerConfig) -> int:
     try:
         ensure_topics(config)
         clients = connect(config, tracker)
-        tracker.cooperative = uses_cooperative_protocol(
-            clients.consumer.config["partition_assignment_strategy"]
-        )
+        tracker.cooperative = clients.cooperative
         # Cooperative rebalancing calls no listener for an empty assignment, so there the
         # running loop is the only sign of a working consumer.
         health.joined = health.joined or tracker.cooperative
@@ -94,7 +92,7 @@ def run(config: WorkerConfig) -> int:
             delivery = ExactlyOnceDelivery(clients.producer, clients.consumer, flush_s)
         else:
             delivery = AtLeastOnceDelivery(clients.producer, clients.consumer, flush_s)
-        log.info("delivery mode %s", config.delivery.mode)
+        log.info("delivery mode %s on %s", config.delivery.mode, config.kafka.library)
         loop = WorkerLoop(
             config, clients.consumer, delivery, scorer, metrics, tracker, health, drift,
             rollout=rollout,

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer
 # sets the BLAS thread variables, which must precede the first numpy import.
 from worker.core import wire
 from worker.core.errors import ConfigError
-from worker.service import secrets
+from worker.service import confluent_settings, secrets
 
 # kafka-python settings the worker owns: passing them through would break the delivery
 # protocol (auto-commit, acks) or the wire format (serialisers).
@@ -61,6 +61,9 @@ OFFSET_RESETS = ("earliest", "latest")
 # Extra time granted to a flush beyond the producer's own delivery timeout.
 FLUSH_MARGIN_MS = 5000
 DELIVERY_MODES = ("at_least_once", "exactly_once")
+# The Kafka client library behind the worker (docs/worker.md, "Kafka client library").
+KAFKA_PYTHON = "kafka-python"
+LIBRARIES = (KAFKA_PYTHON, confluent_settings.LIBRARY)
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,26 @@ class KafkaConfig:
     # Static group membership (KIP-345): a worker restarted with the same id gets its
     # partitions back at once instead of after a rebalance. Unique per live worker.
     group_instance_id: str | None = None
-    # Passed through to kafka-python (security_protocol, sasl_*, ssl_*, timeouts, ...).
+    # kafka-python (the default) or confluent-kafka (librdkafka; faster). Before ``client``:
+    # it decides which settings ``client`` takes.
+    library: str = KAFKA_PYTHON
+    # Passed through to the library: kafka-python's names (security_protocol, sasl_*,
+    # ssl_*, timeouts, ...) or, with confluent-kafka, librdkafka's (security.protocol...).
     client: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
+    def confluent(self) -> bool:
+        """True when the worker runs on confluent-kafka (librdkafka)."""
+        return self.library == confluent_settings.LIBRARY
+
+    def _librdkafka(self, key: str) -> int:
+        return int(confluent_settings.setting(self.client, key))
+
+    @property
     def request_timeout_ms(self) -> int:
-        """The consumer's request timeout (kafka-python default unless overridden)."""
+        """The consumer's request timeout (the library's default unless overridden)."""
+        if self.confluent:
+            return self._librdkafka("request.timeout.ms")
         return int(
             self.client.get(
                 "request_timeout_ms", KafkaConsumer.DEFAULT_CONFIG["request_timeout_ms"]
@@ -90,7 +107,9 @@ class KafkaConfig:
 
     @property
     def delivery_timeout_ms(self) -> int:
-        """The producer's delivery timeout (kafka-python default unless overridden)."""
+        """The producer's delivery timeout (the library's default unless overridden)."""
+        if self.confluent:
+            return self._librdkafka("delivery.timeout.ms")
         return int(
             self.client.get(
                 "delivery_timeout_ms", KafkaProducer.DEFAULT_CONFIG["delivery_timeout_ms"]
@@ -105,18 +124,22 @@ class KafkaConfig:
 
     @property
     def max_request_size(self) -> int:
-        """The producer's largest request in bytes (kafka-python default unless overridden)."""
+        """The producer's largest request in bytes (the library's default unless overridden)."""
+        if self.confluent:
+            return self._librdkafka("message.max.bytes")
         return int(
             self.client.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"])
         )
 
     def consumer_settings(self) -> dict[str, Any]:
-        """The passthrough settings a ``KafkaConsumer`` accepts."""
-        return {k: v for k, v in self.client.items() if k in CONSUMER_KEYS}
+        """The passthrough settings the library's consumer accepts."""
+        keys = confluent_settings.CONSUMER_KEYS if self.confluent else CONSUMER_KEYS
+        return {k: v for k, v in self.client.items() if k in keys}
 
     def producer_settings(self) -> dict[str, Any]:
-        """The passthrough settings a ``KafkaProducer`` accepts."""
-        return {k: v for k, v in self.client.items() if k in PRODUCER_KEYS}
+        """The passthrough settings the library's producer accepts."""
+        keys = confluent_settings.PRODUCER_KEYS if self.confluent else PRODUCER_KEYS
+        return {k: v for k, v in self.client.items() if k in keys}
 
 
 @dataclass(frozen=True)
@@ -313,6 +336,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
                 "static group member id (e.g. the pod name)"),
     EnvOverride("ECG_DELIVERY_MODE", ("delivery", "mode"), str,
                 "at_least_once | exactly_once"),
+    EnvOverride("ECG_KAFKA_LIBRARY", ("kafka", "library"), str,
+                "kafka-python | confluent-kafka"),
     EnvOverride("ECG_INPUT_TOPIC", ("topics", "input"), str, "input topic"),
     EnvOverride("ECG_SCORES_TOPIC", ("topics", "scores"), str, "scores topic"),
     EnvOverride("ECG_ANOMALIES_TOPIC", ("topics", "anomalies"), str, "anomalies topic"),
@@ -345,7 +370,8 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("ECG_INPUT_SCHEMA", ("validation", "input_schema"), str,
                 "none | builtin | schema file path"),
     # Kafka security settings and credentials (a Kubernetes Secret, the Helm chart): the
-    # list is in worker.service.secrets; secrets are never logged.
+    # list is in worker.service.secrets; secrets are never logged. With confluent-kafka they
+    # set the librdkafka equivalents (confluent_settings.FROM_KAFKA_PYTHON).
     *(EnvOverride(name, ("kafka", "client", key), str, text)
       for name, key, text in secrets.SECURITY_ENV),
 )  # fmt: skip
@@ -360,6 +386,10 @@ def env_help() -> str:
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    kafka = data.get("kafka")
+    library = env.get("ECG_KAFKA_LIBRARY") or (
+        kafka.get("library") if isinstance(kafka, dict) else None
+    )
     for item in ENV_OVERRIDES:
         text = env.get(item.name)
         if text is None or text == "":
@@ -368,17 +398,20 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             value = item.parse(text)
         except ValueError as exc:
             raise ConfigError(f"environment {item.name}={text!r}: {exc}") from exc
+        path = item.path
+        if library == confluent_settings.LIBRARY and path[:2] == ("kafka", "client"):
+            path = (*path[:2], confluent_settings.FROM_KAFKA_PYTHON.get(path[2], path[2]))
         target = data
-        for part in item.path[:-1]:
+        for part in path[:-1]:
             section = target.get(part)
             if section is None:
                 section = target[part] = {}
             elif not isinstance(section, dict):
                 raise ConfigError(f"config: section {part!r} must be a mapping")
             target = section
-        target[item.path[-1]] = value
+        target[path[-1]] = value
         # A secret from the environment replaces the file in the config, and vice versa.
-        other = secrets.sibling(item.path[-1])
+        other = secrets.sibling(path[-1])
         if other is not None:
             target.pop(other, None)
 
@@ -404,7 +437,9 @@ def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
         if name in _NESTED and cls is WorkerConfig:
             values[name] = _build(_NESTED[name], data[name] or {}, where, f"{dotted}.")
         else:
-            values[name] = _coerce(data[name], default, dotted, where)
+            # ``library`` precedes ``client`` in KafkaConfig, so it is known here.
+            library = values.get("library", KAFKA_PYTHON)
+            values[name] = _coerce(data[name], default, dotted, where, library)
     return cls(**values)
 
 
@@ -422,8 +457,9 @@ _NESTED: dict[str, type] = {
 }
 
 
-def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
-    """Check ``value`` against the type of its default and convert it."""
+def _coerce(value: Any, default: Any, dotted: str, where: str, library: str = KAFKA_PYTHON) -> Any:
+    """Check ``value`` against the type of its default and convert it (``kafka.client``
+    against the settings of ``library``)."""
     if dotted == "kafka.bootstrap_servers":
         servers = _parse_servers(value) if isinstance(value, str) else value
         if (
@@ -436,7 +472,12 @@ def _coerce(value: Any, default: Any, dotted: str, where: str) -> Any:
             )
         return tuple(servers)
     if dotted == "kafka.client":
-        return _client_settings(secrets.resolve_secret_files(value, where), where)
+        resolved = secrets.resolve_secret_files(value, where)
+        if library == confluent_settings.LIBRARY:
+            return _librdkafka_settings(resolved, where)
+        return _client_settings(resolved, where)
+    if dotted == "kafka.library" and value not in LIBRARIES:
+        raise ConfigError(f"{where}: kafka.library must be one of {LIBRARIES}, got {value!r}")
     if dotted == "shadow_artifact":
         if value is None:
             return None
@@ -491,6 +532,33 @@ def _client_settings(value: Any, where: str) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
+def _librdkafka_settings(value: Any, where: str) -> Mapping[str, Any]:
+    """``kafka.client`` for confluent-kafka: librdkafka's names, the same rules as above."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: kafka.client must be a mapping of librdkafka settings")
+    for key, setting in value.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: kafka.client has a non-string key {key!r}")
+        why = confluent_settings.problem(key, setting)
+        if why is not None:
+            hint = ""
+            known = confluent_settings.CLIENT_KEYS | confluent_settings.RESERVED_KEYS
+            if key not in known:
+                hint = _did_you_mean(key, confluent_settings.CLIENT_KEYS)
+                if key in CLIENT_KEYS and not hint:
+                    hint = " (a kafka-python name; kafka.library is confluent-kafka)"
+            raise ConfigError(f"{where}: kafka.client.{key} {why}{hint}")
+    pairs = confluent_settings.aliased_pairs(value)
+    if pairs:
+        raise ConfigError(
+            f"{where}: kafka.client.{pairs[0][0]} and kafka.client.{pairs[0][1]} name the "
+            "same librdkafka setting; keep one"
+        )
+    return MappingProxyType(dict(value))
+
+
 def _group_instance_id(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -538,14 +606,27 @@ def _cross_check(config: WorkerConfig, where: str) -> None:
         fail(f"kafka.auto_offset_reset must be one of {OFFSET_RESETS}")
     if config.delivery.mode not in DELIVERY_MODES:
         fail(f"delivery.mode must be one of {DELIVERY_MODES}, got {config.delivery.mode!r}")
+    idempotence = "enable.idempotence" if config.kafka.confluent else "enable_idempotence"
     if (
         config.delivery.mode == "exactly_once"
-        and config.kafka.client.get("enable_idempotence", True) is not True
+        and config.kafka.client.get(idempotence, True) is not True
     ):
         fail(
             "delivery.mode exactly_once needs an idempotent producer; drop "
-            "kafka.client.enable_idempotence"
+            f"kafka.client.{idempotence}"
         )
+    if config.delivery.mode == "exactly_once" and config.kafka.confluent:
+        transaction_ms = confluent_settings.setting(config.kafka.client, "transaction.timeout.ms")
+        delivery_key = "delivery.timeout.ms"
+        if any(k in config.kafka.client for k in (delivery_key, "message.timeout.ms")) and (
+            config.kafka.delivery_timeout_ms > transaction_ms
+        ):
+            # librdkafka refuses a producer whose messages may outlive their transaction.
+            fail(
+                f"kafka.client.{delivery_key} ({config.kafka.delivery_timeout_ms}) must not "
+                f"exceed transaction.timeout.ms ({transaction_ms}) with delivery.mode "
+                "exactly_once on confluent-kafka"
+            )
     batching = config.batching
     if batching.max_batch_size < 1:
         fail(f"batching.max_batch_size must be >= 1, got {batching.max_batch_size}")

@@ -19,7 +19,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
 from worker.service.kafka_diagnosis import diagnosing, explain
-from worker.service.rebalance import PartitionTracker
+from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
 from worker.service.transactions import transactional_id
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,11 @@ class KafkaClients:
 
     consumer: KafkaConsumer
     producer: KafkaProducer
+
+    @property
+    def cooperative(self) -> bool:
+        """True when the consumer's assignors rebalance cooperatively (KIP-429)."""
+        return uses_cooperative_protocol(self.consumer.config["partition_assignment_strategy"])
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Close both; the consumer leaves the group (no auto-commit)."""

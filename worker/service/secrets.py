@@ -20,8 +20,9 @@ from typing import Any
 
 from worker.core.errors import ConfigError
 
-# kafka-python settings whose value is a secret.
-SECRET_CLIENT_KEYS = ("sasl_plain_password", "ssl_password")
+# Settings whose value is a secret: kafka-python's, then librdkafka's (kafka.library
+# confluent-kafka), each with its ``_file`` form.
+SECRET_CLIENT_KEYS = ("sasl_plain_password", "ssl_password", "sasl.password", "ssl.key.password")
 FILE_SUFFIX = "_file"
 FILE_KEYS = tuple(key + FILE_SUFFIX for key in SECRET_CLIENT_KEYS)
 MASK = "***"
@@ -98,7 +99,7 @@ def read_secret_file(path: Any, label: str) -> str:
 
 
 def secret_values(client: Mapping[str, Any]) -> list[str]:
-    """The secret values among kafka-python ``client`` settings."""
+    """The secret values among ``client`` settings (either library's names)."""
     return [
         value for key in SECRET_CLIENT_KEYS if isinstance(value := client.get(key), str) and value
     ]
