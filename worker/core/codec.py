@@ -15,7 +15,6 @@ larger or deeper than the limits allow.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -257,10 +256,7 @@ def windows_array(windows: list[Window], window_length: int) -> np.ndarray:
     """The batch's values as one ``(n, window_length)`` float64 array."""
     if not windows:
         return np.empty((0, window_length), dtype=np.float64)
-    # One flat pass over the values (no nested lists to inspect): ~30 % less than np.array.
-    flat = itertools.chain.from_iterable([w.values for w in windows])
-    count = len(windows) * window_length
-    return np.fromiter(flat, dtype=np.float64, count=count).reshape(len(windows), window_length)
+    return np.array([w.values for w in windows], dtype=np.float64)
 
 
 def reject_window(window: Window, reason: str, detail: str) -> Rejected:
