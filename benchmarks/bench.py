@@ -246,7 +246,7 @@ def render(
         out.append("|---|---:|---:|---:|---:|---:|---:|")
         for which, lat in latency.items():
             # The bare loop copies the input timestamp onto its output: no send time.
-            send = f"{lat.send_p99_ms:.1f} ms" if which == "worker" else ""
+            send = f"{lat.send_p99_ms:.1f} ms" if which.startswith("worker") else ""
             out.append(
                 f"| {LATENCY_ROWS.get(which, which)} | {lat.count:,} | {lat.p50_ms:.1f} ms "
                 f"| {lat.p99_ms:.1f} ms | {lat.p999_ms:.1f} ms | {lat.max_ms:.1f} ms | {send} |"
@@ -270,6 +270,7 @@ def render(
 
 LATENCY_ROWS = {
     "worker": f"ecg-worker on kafka-python (max_wait_ms {MAX_WAIT_MS})",
+    "worker-confluent": f"ecg-worker on confluent-kafka (max_wait_ms {MAX_WAIT_MS})",
     "bare-kafka-python": "bare kafka-python loop (no batching wait)",
 }
 
@@ -590,6 +591,14 @@ def workers(
                 print(f"  warning: {exc}", file=sys.stderr)
 
 
+def _suffixed(path: str | None, suffix: str) -> str | None:
+    """``path`` with ``suffix`` before its extension (the confluent worker's profile)."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p.with_name(p.stem + suffix + p.suffix))
+
+
 def _attach_profiler(pid: int | None, out: Path) -> None:
     import subprocess
 
@@ -793,11 +802,16 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
 
 @contextmanager
 def worker_running(
-    stream: Stream, topics: dict[str, str], artifact: Path, run_dir: Path
+    stream: Stream,
+    topics: dict[str, str],
+    artifact: Path,
+    run_dir: Path,
+    library: str | None = None,
 ) -> Iterator[None]:
-    """One ``ecg-worker`` on kafka-python until the block ends; returns once it is ready."""
+    """One ``ecg-worker`` (kafka-python unless ``library``) until the block ends; returns
+    once it is ready."""
     group = f"bench-lat-{uuid.uuid4().hex[:8]}"
-    with workers(1, stream, topics, artifact, None, run_dir, group) as procs:
+    with workers(1, stream, topics, artifact, library, run_dir, group) as procs:
         procs[0].wait_ready(stream.join_timeout_s)
         yield
 
@@ -915,7 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-rate", type=float, help="windows/s (default: half of the worker's best rate)"
     )
     parser.add_argument("--scaling", action="store_true", help="also two workers vs one")
-    parser.add_argument("--profile", help="py-spy the kafka-python worker of round 1 to this file")
+    parser.add_argument(
+        "--profile",
+        help="py-spy the workers of round 1 to FILE (the confluent-kafka one to FILE-confluent)",
+    )
     parser.add_argument(
         "--only",
         default="",
@@ -1012,7 +1029,14 @@ def _run(
         ),
         "bare-confluent": lambda r: bare_confluent(stream),
         "worker-confluent": lambda r: run_workers(
-            "worker-confluent", 1, stream, topics, artifact, "confluent-kafka", run_dir
+            "worker-confluent",
+            1,
+            stream,
+            topics,
+            artifact,
+            "confluent-kafka",
+            run_dir,
+            _suffixed(args.profile, "-confluent") if r == 0 else None,
         ),
     }
     results: dict[str, RunResult] = {}
@@ -1041,7 +1065,7 @@ def _run(
     wkp = results.get("worker-kafka-python")
     latency_rate = args.latency_rate or (wkp.rate / 2 if wkp is not None and wkp.rate else None)
     if wanted("latency") and latency_rate:
-        for which in ("worker", "bare-kafka-python"):
+        for which in ("worker", "worker-confluent", "bare-kafka-python"):
             lat_tag = uuid.uuid4().hex[:6]
             lat_topics = {k: v.replace(tag, lat_tag) for k, v in topics.items()}
             create_topics(bootstrap, list(lat_topics.values()), args.partitions)
@@ -1054,11 +1078,15 @@ def _run(
                 args.run_timeout_s,
                 args.partitions,
             )
-            processor: Callable[[], Any] = (
-                partial(worker_running, lat_stream, lat_topics, artifact, run_dir)
-                if which == "worker"
-                else partial(bare_loop_running, lat_stream, lat_topics["scores"])
-            )
+            processor: Callable[[], Any]
+            if which == "worker":
+                processor = partial(worker_running, lat_stream, lat_topics, artifact, run_dir)
+            elif which == "worker-confluent":
+                processor = partial(
+                    worker_running, lat_stream, lat_topics, artifact, run_dir, "confluent-kafka"
+                )
+            else:
+                processor = partial(bare_loop_running, lat_stream, lat_topics["scores"])
             latency[which] = measure_latency(
                 lat_stream, lat_topics, latency_rate, args.latency_s, processor
             )

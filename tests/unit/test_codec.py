@@ -206,6 +206,25 @@ def test_encode_anomaly_adds_segments() -> None:
     ]
 
 
+def test_score_and_alert_in_one_call_are_the_bytes_of_two_encode_score_calls() -> None:
+    w = run(orjson.dumps({"id": "a", "values": values(), "label": 1}))
+    assert isinstance(w, Window)
+    segments = [Segment(88, 104, 0.112)]
+    score, alert = codec.encode_score_and_alert(w, 0.5, True, 0.1, "v", 1, segments)
+    assert score == encode_score(w, 0.5, True, 0.1, "v", 1)
+    assert alert == encode_score(w, 0.5, True, 0.1, "v", 1, segments)
+    normal = codec.encode_score_and_alert(w, 0.01, False, 0.1, "v", 1, None)
+    assert normal == (encode_score(w, 0.01, False, 0.1, "v", 1), None)
+
+
+def test_windows_array_keeps_every_value_in_row_order() -> None:
+    rows = [[float(i * L + j) for j in range(L)] for i in range(3)]
+    windows = [run(orjson.dumps(r)) for r in rows]
+    assert all(isinstance(w, Window) for w in windows)
+    array = codec.windows_array(windows, L)  # type: ignore[arg-type]
+    assert array.shape == (3, L) and array.tolist() == rows
+
+
 def test_dead_letter_headers_name_reason_and_source() -> None:
     rejected = run(b"hello")
     assert isinstance(rejected, Rejected)

@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError as LibrdkafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka import TopicPartition as Partition
 from kafka import errors
+from kafka.structs import TopicPartition
 
 from worker.core.errors import ConfigError
 from worker.service import confluent_io
@@ -478,6 +479,33 @@ def test_cooperative_callbacks_leave_the_assignment_to_librdkafka() -> None:
     assert not tracker.rebalancing()
     assert tracker.assigned() == {("in", 0)}
     assert tracker.take_lost() == {("in", 1)}
+
+
+class WatermarkRdConsumer(FakeRdConsumer):
+    """Log ends: cached from fetch responses for ``fetched`` partitions, -1001 (librdkafka's
+    "unknown") for the others; every broker request is counted."""
+
+    def __init__(self, fetched: dict[int, int], broker: dict[int, int]) -> None:
+        super().__init__()
+        self.fetched, self.broker, self.requests = fetched, broker, 0
+
+    def get_watermark_offsets(
+        self, tp: Partition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        if cached:
+            high = self.fetched.get(tp.partition, -1001)
+            return (-1001 if high < 0 else 0), high
+        self.requests += 1
+        return 0, self.broker[tp.partition]
+
+
+def test_lag_uses_the_fetched_log_end_and_asks_the_broker_only_when_unknown() -> None:
+    rd_consumer = WatermarkRdConsumer(fetched={0: 40}, broker={0: 41, 1: 7})
+    consumer = ConfluentConsumer(rd_consumer, 1.0)  # type: ignore[arg-type]
+    zero, one = TopicPartition("in", 0), TopicPartition("in", 1)
+    assert consumer.end_offsets([zero, one]) == {zero: 40, one: 7}
+    assert rd_consumer.requests == 1  # only partition 1, which nothing was fetched from
+    assert consumer.beginning_offsets([one]) == {one: 0}
 
 
 def test_poll_returns_at_most_max_poll_records() -> None:

@@ -300,9 +300,46 @@ def encode_score(
     segments: list[Segment] | None = None,
 ) -> bytes:
     """The JSON value of a score record (docs/design.md, "Score value")."""
+    doc = _score_doc(window, error, anomaly, threshold, model_version, scored_at_ms)
+    if segments is not None:
+        doc["segments"] = _segments_doc(segments)
+    return orjson.dumps(doc)
+
+
+def encode_score_and_alert(
+    window: Window,
+    error: float,
+    anomaly: bool,
+    threshold: float,
+    model_version: str,
+    scored_at_ms: int,
+    segments: list[Segment] | None,
+) -> tuple[bytes, bytes | None]:
+    """The score record and, for an anomaly, the alert (the score plus ``segments``): the
+    same bytes as two ``encode_score`` calls, from one document."""
+    doc = _score_doc(window, error, anomaly, threshold, model_version, scored_at_ms)
+    score = orjson.dumps(doc)
+    if not anomaly:
+        return score, None
+    doc["segments"] = _segments_doc(segments or [])
+    return score, orjson.dumps(doc)
+
+
+def _segments_doc(segments: list[Segment]) -> list[dict[str, Any]]:
+    return [{"start": s.start, "end": s.end, "mean_error": s.mean_error} for s in segments]
+
+
+def _score_doc(
+    window: Window,
+    error: float,
+    anomaly: bool,
+    threshold: float,
+    model_version: str,
+    scored_at_ms: int,
+) -> dict[str, Any]:
     # The fields were encoded once by ``decode``; a Fragment embeds those bytes as they are.
     fields: Any = orjson.Fragment(window.fields_json) if window.fields_json else window.fields
-    doc: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "id": window.id,
         "error": error,
@@ -318,11 +355,6 @@ def encode_score(
         "scored_at_ms": scored_at_ms,
         "fields": fields or {},
     }
-    if segments is not None:
-        doc["segments"] = [
-            {"start": s.start, "end": s.end, "mean_error": s.mean_error} for s in segments
-        ]
-    return orjson.dumps(doc)
 
 
 def dead_letter_headers(rejected: Rejected) -> list[tuple[str, bytes]]:

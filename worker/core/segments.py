@@ -39,18 +39,26 @@ def batch_abnormal_segments(
     _, ends = np.nonzero(edges == -1)
     raw = np.concatenate((np.zeros((m, 1)), np.cumsum(err, axis=1)), axis=1)
     means = (raw[start_rows, ends] - raw[start_rows, starts]) / (ends - starts)
-    out: list[list[Segment]] = [[] for _ in range(m)]
+    # Runs stay plain tuples until ranked: only the kept ones become ``Segment`` objects
+    # (a window can have many short runs, and building each cost more than the rest).
+    candidates: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]
     for row, start, end, mean in zip(
         start_rows.tolist(), starts.tolist(), ends.tolist(), means.tolist(), strict=True
     ):
-        out[row].append(Segment(start, end, mean))
-    for row in range(m):
-        runs = out[row]
+        candidates[row].append((mean, start, end))
+    out: list[list[Segment]] = []
+    for row, runs in enumerate(candidates):
         if not runs:
             centre = int(np.argmax(smooth[row]))
             lo = max(0, min(centre - width // 2, n - width))
-            runs.append(Segment(lo, lo + width, float(err[row, lo : lo + width].mean())))
-        elif len(runs) > 1:
-            runs.sort(key=lambda s: s.mean_error, reverse=True)
+            out.append([Segment(lo, lo + width, float(err[row, lo : lo + width].mean()))])
+            continue
+        if len(runs) > 1:
+            runs.sort(key=_mean_error, reverse=True)  # stable: ties keep their order
             del runs[max_segments:]
+        out.append([Segment(start, end, mean) for mean, start, end in runs])
     return out
+
+
+def _mean_error(run: tuple[float, int, int]) -> float:
+    return run[0]

@@ -34,7 +34,7 @@ from worker.core.codec import (
     Window,
     decode,
     encode_dead_letter,
-    encode_score,
+    encode_score_and_alert,
     reject_window,
     windows_array,
 )
@@ -423,9 +423,9 @@ class _Outputs:
             worst = next(segments) if flag else None
             alert: bytes | None = None
             try:
-                value = encode_score(w, error, flag, threshold, version, now_ms)
-                if flag:
-                    alert = encode_score(w, error, flag, threshold, version, now_ms, worst)
+                value, alert = encode_score_and_alert(
+                    w, error, flag, threshold, version, now_ms, worst
+                )
             except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
                 problem: tuple[str, str] | None = (
                     UNENCODABLE,
