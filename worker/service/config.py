@@ -165,7 +165,7 @@ class TopicsConfig:
 class BatchingConfig:
     """A micro-batch closes at ``max_batch_size`` records or ``max_wait_ms`` after its first."""
 
-    max_batch_size: int = 256
+    max_batch_size: int = 2048
     max_wait_ms: int = 50
 
 
