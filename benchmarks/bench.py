@@ -61,12 +61,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from worker.service.config import BatchingConfig  # noqa: E402 - after the path is set
+
 # Target ratios (the issue): worker / bare loop of the same client, and the latency bound.
 TARGET_KAFKA_PYTHON = 0.9
 TARGET_CONFLUENT = 0.5
 LATENCY_MARGIN_MS = 20
-MAX_WAIT_MS = 50
-MAX_BATCH_SIZE = 256
+# The shipped batching defaults, unless ECG_MAX_BATCH_SIZE / ECG_MAX_WAIT_MS say otherwise (the
+# workers read the same variables, so the report names what they ran with).
+MAX_WAIT_MS = int(os.environ.get("ECG_MAX_WAIT_MS") or BatchingConfig().max_wait_ms)
+MAX_BATCH_SIZE = int(os.environ.get("ECG_MAX_BATCH_SIZE") or BatchingConfig().max_batch_size)
 SCORER_BATCHES = (1, 64, 512)
 UNAVAILABLE = "backend not available (config rejected)"
 # kafka.client settings for the benchmarked workers (--worker-client), e.g. to try producer
@@ -316,7 +320,7 @@ def machine_info(bootstrap_note: str) -> dict[str, str]:
         "numpy": f"{np.__version__} ({blas}, {os.environ.get('OPENBLAS_NUM_THREADS')} thread)",
         "kafka-python": kafka.__version__,
         "confluent-kafka": (
-            f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+            f"{confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]})"
         ),
         "broker": f"Apache Kafka {broker}, {bootstrap_note}",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
