@@ -533,23 +533,25 @@ def test_an_aborted_batch_is_read_again_from_the_last_commit(
     assert rig.metric("ecg_windows_consumed_total") == 0
 
 
+@pytest.mark.parametrize(("lost", "owned"), [(P0, P1), (P1, P0)])
 def test_an_aborted_batch_of_a_partition_no_longer_owned_is_not_rewound(
-    ecg_artifact: EcgArtifact,
+    ecg_artifact: EcgArtifact, lost: TopicPartition, owned: TopicPartition
 ) -> None:
+    # Both orders: whichever partition comes first in the batch, a lost one is skipped and
+    # the owned one after it is still rewound (else its aborted records were never re-read).
     delivery = AbortingDelivery()
     rig = Rig(ecg_artifact, with_config(batching=BatchingConfig(2, 10_000)), delivery=delivery)
-    rig.consumer.feed([record(0, partition=1, offset=0), record(1, partition=0, offset=0)])
-    rig.consumer.feed([record(2, partition=0, offset=1), record(3, partition=0, offset=2)])
-    rig.consumer.poll_batch = 2  # first poll: P1's and P0's first record
+    # One batch of two: P0's and P1's first record (the fake polls P0 first).
+    rig.consumer.feed([record(0, partition=0, offset=0), record(1, partition=1, offset=0)])
 
-    def lose_p1_during_publish(messages, offsets, reroute=None):
-        rig.tracker.on_partitions_lost({P1})
+    def lose_during_publish(messages, offsets, reroute=None):
+        rig.tracker.on_partitions_lost({lost})
         rig.tracker.take_lost()  # consumed by the loop's next round, not this batch
         return AbortingDelivery.publish(delivery, messages, offsets)
 
-    delivery.publish = lose_p1_during_publish  # type: ignore[method-assign]
+    delivery.publish = lose_during_publish  # type: ignore[method-assign]
     rig.loop.step()
-    assert rig.consumer.seeks == [(P0, 0)]
+    assert rig.consumer.seeks == [(owned, 0)]
 
 
 def test_a_rewind_that_fails_stops_the_worker_naming_the_partition(
