@@ -39,6 +39,7 @@ from kafka.structs import TopicPartition
 from worker.core.errors import BrokerError
 from worker.service import confluent_settings as rd
 from worker.service.config import WorkerConfig
+from worker.service.kafka_backend import brokers, require_topics
 from worker.service.rebalance import PartitionTracker
 from worker.service.secrets import redact
 from worker.service.transactions import transactional_id
@@ -491,17 +492,13 @@ def explain(exc: BaseException, seen: Iterable[str]) -> str:
     return redact(repr(exc))
 
 
-def _where(config: WorkerConfig) -> str:
-    return ",".join(config.kafka.bootstrap_servers)
-
-
 def _common(config: WorkerConfig, keys: frozenset[str], on_error: _Errors) -> dict[str, Any]:
     """The worker's defaults, the pass-through settings and what the worker owns."""
     client = config.kafka.client
     return {
         **{k: v for k, v in rd.DEFAULTS.items() if k in keys and k not in _aliased(client, k)},
         **{k: v for k, v in client.items() if k in keys},
-        "bootstrap.servers": _where(config),
+        "bootstrap.servers": brokers(config),
         "client.id": config.kafka.client_id,
         "error_cb": on_error,
         "logger": LIBRDKAFKA_LOG,
@@ -529,20 +526,12 @@ def ensure_topics(config: WorkerConfig) -> None:
         cause = explain(exc, seen.seen)
         hint = "" if cause != redact(repr(exc)) else "; is the broker running? (make kafka-start)"
         raise BrokerError(
-            f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms: {cause}{hint}"
+            f"cannot reach Kafka at {brokers(config)} within {timeout_ms} ms: {cause}{hint}"
         ) from exc
     finally:
         LIBRDKAFKA_LOG.removeHandler(seen)
-    existing = {name for name, topic in metadata.topics.items() if topic.error is None}
-    missing = [t for t in config.required_topics() if t not in existing]
-    if missing and config.topics.create_topics:
-        _create(admin, config, missing)
-    elif missing:
-        raise BrokerError(
-            f"topics missing on {_where(config)}: {', '.join(missing)} (create them, "
-            "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
-            "topics.create_topics: true for development)"
-        )
+    existing = [name for name, topic in metadata.topics.items() if topic.error is None]
+    require_topics(config, existing, lambda names: _create(admin, config, names))
 
 
 def _create(admin: AdminClient, config: WorkerConfig, names: list[str]) -> None:
@@ -557,7 +546,7 @@ def _create(admin: AdminClient, config: WorkerConfig, names: list[str]) -> None:
             error = exc.args[0] if exc.args else None
             if getattr(error, "code", lambda: None)() == LibrdkafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another worker was first
-            raise BrokerError(f"cannot create topic {name!r} on {_where(config)}: {exc}") from exc
+            raise BrokerError(f"cannot create topic {name!r} on {brokers(config)}: {exc}") from exc
 
 
 def producer_config(config: WorkerConfig, on_error: _Errors) -> dict[str, Any]:
@@ -602,7 +591,7 @@ def consumer_config(config: WorkerConfig, on_error: _Errors) -> dict[str, Any]:
 
 def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients:
     """Build the producer and the subscribed consumer (after ``ensure_topics``)."""
-    where = _where(config)
+    where = brokers(config)
     timeout_s = config.kafka.flush_bound_ms / 1000.0
     seen = _Errors()
     try:

@@ -11,8 +11,10 @@ The library is imported only when selected: a kafka-python worker never loads li
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
 from worker.service.rebalance import PartitionTracker
 
@@ -32,6 +34,28 @@ class Clients(Protocol):
         ...
 
     def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+def brokers(config: WorkerConfig) -> str:
+    """The bootstrap servers as one string, as errors name them."""
+    return ",".join(config.kafka.bootstrap_servers)
+
+
+def require_topics(
+    config: WorkerConfig, existing: Iterable[str], create: Callable[[list[str]], None]
+) -> None:
+    """Create the required topics missing from ``existing`` (``topics.create_topics``), or
+    raise a ``BrokerError`` naming them; the same rule and words for both libraries."""
+    present = set(existing)
+    missing = [t for t in config.required_topics() if t not in present]
+    if missing and config.topics.create_topics:
+        create(missing)
+    elif missing:
+        raise BrokerError(
+            f"topics missing on {brokers(config)}: {', '.join(missing)} (create them, "
+            "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
+            "topics.create_topics: true for development)"
+        )
 
 
 def ensure_topics(config: WorkerConfig) -> None:

@@ -18,6 +18,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker.core.errors import BrokerError
 from worker.service.config import WorkerConfig
+from worker.service.kafka_backend import brokers, require_topics
 from worker.service.kafka_diagnosis import diagnosing, explain
 from worker.service.rebalance import PartitionTracker, uses_cooperative_protocol
 from worker.service.transactions import transactional_id
@@ -71,10 +72,6 @@ def _common(config: WorkerConfig) -> dict[str, Any]:
     }
 
 
-def _where(config: WorkerConfig) -> str:
-    return ",".join(config.kafka.bootstrap_servers)
-
-
 def ensure_topics(config: WorkerConfig) -> None:
     """Check that the four topics exist (creating them when configured); ``BrokerError``
     when the broker is unreachable within ``startup.timeout_ms`` or a topic is missing."""
@@ -91,22 +88,13 @@ def ensure_topics(config: WorkerConfig) -> None:
         except KafkaError as exc:
             hint = "" if diagnosis.cause() else "; is the broker running? (make kafka-start)"
             raise BrokerError(
-                f"cannot reach Kafka at {_where(config)} within {timeout_ms} ms: "
+                f"cannot reach Kafka at {brokers(config)} within {timeout_ms} ms: "
                 f"{explain(exc, diagnosis)}{hint}"
             ) from exc
     try:
-        existing = set(admin.list_topics())
-        missing = [t for t in config.required_topics() if t not in existing]
-        if missing and config.topics.create_topics:
-            _create(admin, config, missing)
-        elif missing:
-            raise BrokerError(
-                f"topics missing on {_where(config)}: {', '.join(missing)} (create them, "
-                "grant this user DESCRIBE on them if the broker enforces ACLs, or set "
-                "topics.create_topics: true for development)"
-            )
+        require_topics(config, admin.list_topics(), lambda names: _create(admin, config, names))
     except KafkaError as exc:
-        raise BrokerError(f"cannot list or create topics on {_where(config)}: {exc!r}") from exc
+        raise BrokerError(f"cannot list or create topics on {brokers(config)}: {exc!r}") from exc
     finally:
         admin.close()
 
@@ -126,7 +114,7 @@ def _create(admin: KafkaAdminClient, config: WorkerConfig, names: list[str]) -> 
 
 def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
     """Build the producer and the subscribed consumer (after ``ensure_topics``)."""
-    where = _where(config)
+    where = brokers(config)
     exactly_once = config.delivery.mode == "exactly_once"
     transactional: dict[str, Any] = {}
     if exactly_once:
