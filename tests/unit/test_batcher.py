@@ -132,3 +132,19 @@ def test_discarding_some_items_keeps_the_byte_count_as_an_over_estimate() -> Non
     b.add("b", 30)
     assert b.discard(lambda item: item == "b") == ["a"]
     assert b.add("c", 10) == ["b", "c"]
+
+
+def test_a_batch_opens_when_its_first_item_could_have_arrived() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    b.add(1, since=clock() - 0.030)  # e.g. arrived while the previous batch was processed
+    assert b.time_left_ms(idle_ms=1000) == 20
+    clock.advance(0.019)
+    assert not b.due()
+    clock.advance(0.001)
+    assert b.due()
+    b.take()
+    b.add(2, since=clock() + 5.0)  # a reading from the future counts as now
+    assert b.time_left_ms(idle_ms=1000) == 50
+    b.add(3, since=clock() - 1.0)  # only the first item opens the batch
+    assert not b.due()

@@ -44,13 +44,17 @@ def test_targets_pass_and_fail_on_the_measured_ratios() -> None:
         "bare-confluent": RunResult("bare-confluent", 10000.0, rounds=[10000.0]),
         "worker-confluent": RunResult("worker-confluent", 4000.0, rounds=[4000.0]),
     }
-    latency = Latency(475.0, 5000, 40.0, 90.0, 120.0, 130.0, 80.0)
+    latency = {
+        "worker": Latency(475.0, 5000, 40.0, 90.0, 120.0, 130.0),
+        "worker-confluent": Latency(475.0, 5000, 40.0, 60.0, 70.0, 75.0),
+    }
 
-    kp, ck, lat = targets(results, latency)
+    kp, ck, lat, lat_ck = targets(results, latency)
 
     assert kp.passed is True and kp.measured == 0.95
     assert ck.passed is False and ck.measured == 0.4
-    assert lat.passed is False and lat.measured == 90.0
+    assert lat.passed is False and lat.measured == 90.0 and "on kafka-python" in lat.name
+    assert lat_ck.passed is True and lat_ck.measured == 60.0 and "confluent" in lat_ck.name
     assert kp.line().startswith("PASS") and ck.line().startswith("FAIL")
     assert "0.40 >= 0.50" in ck.line()
 
@@ -71,7 +75,10 @@ def test_report_shows_ratios_stalls_and_unavailable_backends() -> None:
             "worker-confluent", None, "unavailable", "backend not available (config rejected)"
         ),
     }
-    latency = {"worker": Latency(950.0, 9500, 40.0, 65.0, 80.0, 90.0, 60.0)}
+    latency = {
+        "worker": Latency(950.0, 9500, 40.0, 65.0, 80.0, 90.0),
+        "worker-confluent-own": Latency(2000.0, 20000, 50.0, 95.0, 99.0, 101.0),
+    }
 
     text = render(MACHINE, results, {}, latency, None, SETUP)
 
@@ -81,4 +88,7 @@ def test_report_shows_ratios_stalls_and_unavailable_backends() -> None:
     assert "unavailable: backend not available (config rejected)" in text
     assert "PASS  worker on kafka-python / bare kafka-python loop: 0.95 >= 0.90" in text
     assert "N/A   worker on confluent-kafka" in text
-    assert "PASS  p99 end-to-end latency" in text
+    assert "PASS  p99 end-to-end latency of the worker on kafka-python" in text
+    assert "N/A   p99 end-to-end latency of the worker on confluent-kafka at that load" in text
+    assert "FAIL  p99 end-to-end latency of the worker on confluent-kafka at half its own" in text
+    assert "| ecg-worker on confluent-kafka, at half of its own best rate | 2,000 | 20,000 " in text

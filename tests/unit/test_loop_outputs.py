@@ -36,7 +36,7 @@ from worker.service.config import (
 )
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, Outgoing, ProduceFailed
 from worker.service.http_server import HealthState
-from worker.service.loop import WorkerLoop
+from worker.service.loop import MAX_TOP_UP_POLLS, WorkerLoop
 from worker.service.metrics import WorkerMetrics
 from worker.service.rebalance import PartitionTracker
 
@@ -656,3 +656,68 @@ def test_a_refused_shadow_record_does_not_stop_refused_scores_from_being_replace
     assert rig.dead_reasons() == [b"send_failed", b"send_failed"]
     assert rig.acked(SHADOW) == []
     assert rig.consumer.committed_offsets == {P0: 4}
+
+
+# --------------------------------------------------------------------------- batch timing
+
+
+def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_last_poll(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    """Scoring and publishing batch A takes 30 ms; windows B arrive meanwhile. Their batch is
+    due 50 ms after the poll that preceded A's processing, not 50 ms after the poll that
+    returns them (which would make them wait 30 + 50 ms)."""
+    clock = FakeClock()
+    rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.030), clock=clock)
+    rig.consumer.feed(record(i) for i in range(3))
+    rig.loop.step()  # A polled; its batch is open
+    clock.advance(0.050)
+    rig.loop.step()  # A due: scored (30 ms) and published
+    assert rig.scored_ids() == ["w-0", "w-1", "w-2"]
+    rig.consumer.feed(record(i) for i in range(3, 6))
+    rig.loop.step()  # B polled 30 ms after the last poll
+    assert len(rig.scored_ids()) == 3
+    rig.loop.step()  # an idle poll, for the 20 ms left
+    assert rig.consumer.poll_timeouts[-1] == 20
+    assert rig.scored_ids() == [f"w-{i}" for i in range(6)]
+
+
+def test_a_due_batch_takes_what_the_consumer_holds_without_waiting_up_to_max_size(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    """Behind the log (each poll returns at most 4 here, as max_poll_records would), a due
+    batch is topped up by polls that do not wait, to max_batch_size: batches stay large."""
+    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(10, 50)))
+    rig.consumer.poll_batch = 4
+    rig.consumer.feed(record(i) for i in range(13))
+    rig.clock.advance(0.100)  # the records have been waiting since the loop started
+    rig.loop.step()
+    assert rig.metric("ecg_batch_size_windows_count") == 1
+    assert rig.metric("ecg_batch_size_windows_sum") == 10
+    assert rig.consumer.poll_timeouts[1:] == [0, 0]  # 4 + 4 + 2: the top-ups did not wait
+    assert rig.consumer.committed_offsets == {P0: 10}
+
+
+def test_a_due_batch_stops_topping_up_when_the_consumer_is_caught_up(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(100, 50)))
+    rig.consumer.poll_batch = 4
+    rig.consumer.feed(record(i) for i in range(6))
+    rig.clock.advance(0.100)
+    rig.loop.step()
+    assert rig.metric("ecg_batch_size_windows_sum") == 6  # 4 + 2, then an empty poll
+    assert rig.consumer.poll_timeouts[1:] == [0, 0]
+
+
+def test_topping_up_is_bounded_so_that_a_step_returns_under_endless_input(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    """A step must come back (heartbeat, stop, rollout) even when every poll has more."""
+    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(1000, 50)))
+    rig.consumer.poll_batch = 1
+    rig.consumer.feed(record(i) for i in range(100))
+    rig.clock.advance(0.100)
+    rig.loop.step()
+    assert len(rig.consumer.poll_timeouts) == 1 + MAX_TOP_UP_POLLS
+    assert rig.metric("ecg_batch_size_windows_sum") == 1 + MAX_TOP_UP_POLLS

@@ -1,5 +1,11 @@
 """Micro-batching: a batch closes at ``max_size`` items, at ``max_bytes`` (when given) or
-``max_wait_ms`` after its first item.
+``max_wait_ms`` after its first item could have arrived.
+
+"Could have arrived": the caller says since when an item may have been waiting (for a
+Kafka record, the end of the poll before the one that returned it). A window that arrived
+while the previous batch was being scored and published has waited that long already; a
+batch opened at the poll that returns it would make it wait ``max_wait_ms`` more, and the
+latency of a moderately loaded worker would be ``max_wait_ms`` plus two processing times.
 
 Pure: no Kafka, no threads. The clock is injected (seconds, monotonic), so tests drive it
 with a fake one.
@@ -41,11 +47,13 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, item: T, nbytes: int = 0) -> list[T] | None:
-        """Add one item of ``nbytes``; return the closed batch when it reached ``max_size``
-        items or ``max_bytes`` bytes, else None."""
+    def add(self, item: T, nbytes: int = 0, since: float | None = None) -> list[T] | None:
+        """Add one item of ``nbytes``, waiting since clock reading ``since`` (default: now);
+        return the closed batch when it reached ``max_size`` items or ``max_bytes`` bytes,
+        else None. The first item of a batch opens it at ``since``."""
         if not self._items:
-            self._opened_at = self._clock()
+            now = self._clock()
+            self._opened_at = now if since is None else min(since, now)
         self._items.append(item)
         self._bytes += nbytes
         if len(self._items) >= self.max_size or (
@@ -55,7 +63,7 @@ class Batcher(Generic[T]):
         return None
 
     def due(self) -> bool:
-        """True when a non-empty batch has waited ``max_wait_ms`` since its first item."""
+        """True when a non-empty batch has waited ``max_wait_ms`` since it opened."""
         age = self._clock() - self._opened_at
         return bool(self._items) and age >= self.max_wait_s - _EPSILON_S
 

@@ -58,6 +58,8 @@ IDLE_POLL_MS = 200
 # Poll timeout while a rebalance holds back a due batch: poll completes the rebalance, and
 # a zero timeout would spin the CPU until it does.
 REBALANCE_POLL_MS = 100
+# Polls without waiting that may top up a due batch (each returns at most max_poll_records).
+MAX_TOP_UP_POLLS = 16
 # Records whose key + value are this far below max_request_size need no exact size check.
 SIZE_CHECK_SLACK_BYTES = 8192
 
@@ -119,6 +121,9 @@ class WorkerLoop:
         )
         self._lag_interval_s = config.metrics.lag_interval_ms / 1000.0
         self._next_lag_at = clock()
+        # When the last poll returned: what the next poll returns may have been waiting
+        # since then (the batch it opens is due max_wait_ms after that).
+        self._polled_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
         # Partitions rewound by an aborted batch during this round: the rest of what this
         # poll returned for them is read again after the rewind, so it is not batched now.
@@ -157,13 +162,33 @@ class WorkerLoop:
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
         if self._tracker.rebalancing():
             timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
+        count = self._poll_into_batch(timeout_ms, None)
+        # A due batch first takes, without waiting, what the consumer already holds (up to
+        # max_batch_size): behind, batches stay large; caught up, the next poll is empty.
+        for _ in range(MAX_TOP_UP_POLLS):
+            room = self._batcher.max_size - len(self._batcher)
+            if not (count and room > 0 and self._batcher.due()) or self._tracker.rebalancing():
+                break
+            count = self._poll_into_batch(0, room)
+        if self._batcher.due() and not self._tracker.rebalancing():
+            self.process(self._batcher.take())
+        if self._clock() >= self._next_lag_at:
+            self._next_lag_at = self._clock() + self._lag_interval_s
+            self.update_lag()
+
+    def _poll_into_batch(self, timeout_ms: int, max_records: int | None) -> int:
+        """Poll once; decode what came into the batcher (delivering batches that fill up);
+        return how many records the poll returned."""
         try:
-            polled = self._consumer.poll(timeout_ms=timeout_ms)
+            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
             raise BrokerError(f"polling {self._topics.input} failed: {exc!r}") from exc
+        waiting_since, self._polled_at = self._polled_at, self._clock()
         self._drop_lost_partitions()
         self._rewound.clear()
+        count = 0
         for records in polled.values():
+            count += len(records)
             for r in records:
                 if (r.topic, r.partition) in self._rewound:
                     continue
@@ -181,14 +206,10 @@ class WorkerLoop:
                 if self._input_check is not None and isinstance(item, Window):
                     item = self._input_check.check(item)
                 nbytes = len(r.value or b"") + len(r.key or b"")
-                full = self._batcher.add(item, nbytes)
+                full = self._batcher.add(item, nbytes, waiting_since)
                 if full is not None:
                     self.process(full)
-        if self._batcher.due() and not self._tracker.rebalancing():
-            self.process(self._batcher.take())
-        if self._clock() >= self._next_lag_at:
-            self._next_lag_at = self._clock() + self._lag_interval_s
-            self.update_lag()
+        return count
 
     def drain(self) -> None:
         """Deliver the batch in hand (used on shutdown)."""
