@@ -980,6 +980,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency-rate", type=float, help="windows/s (default: half of the worker's best rate)"
     )
+    parser.add_argument(
+        "--latency-runners",
+        default="",
+        help="comma-separated subset of worker,worker-confluent,bare-kafka-python,"
+        "worker-confluent-own (default: all)",
+    )
     parser.add_argument("--scaling", action="store_true", help="also two workers vs one")
     parser.add_argument(
         "--profile",
@@ -1126,8 +1132,9 @@ def _run(
         if args.latency_rate or not (wck and wck.rate)
         else wck.rate / 2,
     }
+    chosen = set(args.latency_runners.split(",")) if args.latency_runners else set(plan)
     for which, latency_rate in plan.items():
-        if not wanted("latency") or not latency_rate:
+        if not wanted("latency") or not latency_rate or which not in chosen:
             continue
         lat_tag = uuid.uuid4().hex[:6]
         lat_topics = {k: v.replace(tag, lat_tag) for k, v in topics.items()}

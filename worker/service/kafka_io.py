@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,44 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "allow_auto_create_topics": False,
 }
 CONSUMER_DEFAULTS: dict[str, Any] = {"allow_auto_create_topics": False}
+# kafka-python 3.0.12's poll() may sleep through its whole timeout (capped by
+# retry_backoff_ms, 100 ms) with a fetch response already buffered: when its IO thread
+# completes the in-flight fetch between fetch_records() draining the buffer and setting up
+# the wait, the fetcher reports "idle" and poll sleeps. At 5,700 windows/s, 20 of 1,100 polls
+# stalled 25-50 ms that way (docs/benchmarks.md, "Latency"). Polling in slices bounds a
+# stall to one slice; an idle worker pays about 100 cheap polls a second for it.
+POLL_SLICE_MS = 10
+
+
+def sliced_poll(
+    poll: Callable[[int], Any],
+    timeout_ms: int,
+    slice_ms: int,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
+    """``poll(timeout_ms)`` as consecutive polls of at most ``slice_ms`` each: returns the
+    first non-empty result, or the last (empty) one once ``timeout_ms`` has passed."""
+    deadline = clock() + timeout_ms / 1000.0
+    while True:
+        left_ms = max(0, int((deadline - clock()) * 1000.0 + 0.5))
+        records = poll(min(left_ms, slice_ms))
+        if records or left_ms <= slice_ms:
+            return records
+
+
+class SlicedPollConsumer(KafkaConsumer):
+    """``KafkaConsumer`` whose ``poll`` waits in slices of ``POLL_SLICE_MS`` (see above)."""
+
+    def poll(
+        self, timeout_ms: int = 0, max_records: int | None = None, update_offsets: bool = True
+    ) -> Any:
+        """As ``KafkaConsumer.poll``; a wait is cut into slices of ``POLL_SLICE_MS``."""
+        whole = super().poll
+        return sliced_poll(
+            lambda ms: whole(timeout_ms=ms, max_records=max_records, update_offsets=update_offsets),
+            timeout_ms,
+            POLL_SLICE_MS,
+        )
 
 
 @dataclass
@@ -143,7 +183,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
         "isolation_level": "read_committed" if exactly_once else "read_uncommitted",
     }
     try:
-        consumer = KafkaConsumer(**consumer_settings)
+        consumer = SlicedPollConsumer(**consumer_settings)
         consumer.subscribe([config.topics.input], listener=tracker)
         # Refresh metadata after subscribing and before joining the group: otherwise the
         # leader may assign from a stale (empty) snapshot and, when the next metadata
