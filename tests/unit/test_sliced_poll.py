@@ -33,7 +33,7 @@ def test_a_stalled_slice_costs_one_slice_not_the_whole_timeout() -> None:
     clock = FakeClock()
     poll = StallingPoll(clock, ready_on=2)
     started = clock()
-    assert sliced_poll(poll, 200, 10, clock) == {"tp": [1, 2]}
+    assert sliced_poll(poll, 40, 10, 4, clock) == {"tp": [1, 2]}
     assert poll.timeouts == [10, 10]
     assert round(clock() - started, 6) == 0.010
 
@@ -42,23 +42,37 @@ def test_nothing_arriving_waits_the_whole_timeout_in_slices_then_returns_empty()
     clock = FakeClock()
     poll = StallingPoll(clock, ready_on=None)
     started = clock()
-    assert sliced_poll(poll, 45, 10, clock) == {}
-    assert poll.timeouts == [10, 10, 10, 10, 5]
+    assert sliced_poll(poll, 45, 10, 4, clock) == {}
+    assert poll.timeouts == [12, 12, 12, 9]  # a quarter, rounded up
     assert round(clock() - started, 6) == 0.045
+
+
+def test_short_waits_are_cut_into_slices_of_at_least_the_minimum() -> None:
+    clock = FakeClock()
+    poll = StallingPoll(clock, ready_on=None)
+    assert sliced_poll(poll, 25, 10, 4, clock) == {}
+    assert poll.timeouts == [10, 10, 5]
+
+
+def test_an_idle_wait_is_cut_in_four_so_that_an_idle_worker_polls_little() -> None:
+    clock = FakeClock()
+    poll = StallingPoll(clock, ready_on=None)
+    assert sliced_poll(poll, 200, 10, 4, clock) == {}
+    assert poll.timeouts == [50, 50, 50, 50]
 
 
 def test_a_zero_timeout_is_one_poll_that_does_not_wait() -> None:
     clock = FakeClock()
     poll = StallingPoll(clock, ready_on=None)
-    assert sliced_poll(poll, 0, 10, clock) == {}
+    assert sliced_poll(poll, 0, 10, 4, clock) == {}
     assert poll.timeouts == [0]
 
 
 def test_records_at_hand_return_at_once() -> None:
     clock = FakeClock()
     poll = StallingPoll(clock, ready_on=1)
-    assert sliced_poll(poll, 500, 10, clock) == {"tp": [1, 2]}
-    assert poll.timeouts == [10]
+    assert sliced_poll(poll, 500, 10, 4, clock) == {"tp": [1, 2]}
+    assert poll.timeouts == [125]
 
 
 def test_the_worker_consumer_polls_kafka_python_in_slices_and_passes_the_rest_through(
