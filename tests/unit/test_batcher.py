@@ -148,3 +148,34 @@ def test_a_batch_opens_when_its_first_item_could_have_arrived() -> None:
     assert b.time_left_ms(idle_ms=1000) == 50
     b.add(3, since=clock() - 1.0)  # only the first item opens the batch
     assert not b.due()
+
+
+def test_a_batch_closes_early_by_the_time_batches_take_to_publish() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    b.published(0.020)
+    b.add(1)
+    assert b.time_left_ms(idle_ms=1000) == 30  # so that the score is out 50 ms after
+    clock.advance(0.029)
+    assert not b.due()
+    clock.advance(0.001)
+    assert b.due()
+
+
+def test_the_publishing_time_is_a_moving_average() -> None:
+    b: Batcher[int] = Batcher(10, 100, FakeClock())
+    b.published(0.010)
+    b.published(0.060)  # one slow batch moves the estimate by a fifth of the difference
+    assert round(b.wait_s, 6) == 0.080
+
+
+def test_at_most_half_of_max_wait_is_kept_for_publishing() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    b.published(5.0)  # e.g. a broker hiccup: batches still get half the wait to fill
+    b.add(1)
+    assert b.time_left_ms(idle_ms=1000) == 25
+
+    fresh: Batcher[int] = Batcher(10, 50, clock)
+    fresh.published(-1.0)  # a clock step backwards never extends the wait
+    assert fresh.wait_s == 0.050

@@ -664,21 +664,22 @@ def test_a_refused_shadow_record_does_not_stop_refused_scores_from_being_replace
 def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_last_poll(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    """Scoring and publishing batch A takes 30 ms; windows B arrive meanwhile. Their batch is
-    due 50 ms after the poll that preceded A's processing, not 50 ms after the poll that
-    returns them (which would make them wait 30 + 50 ms)."""
+    """Scoring and publishing batch A takes 10 ms; windows B arrive meanwhile. Their batch is
+    due max_wait_ms after the poll that preceded A's processing (not after the poll that
+    returns them, which would make them wait 10 + 50 ms), less the 10 ms that publishing
+    takes: their scores are out 50 ms after they could first have been seen."""
     clock = FakeClock()
-    rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.030), clock=clock)
+    rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.010), clock=clock)
     rig.consumer.feed(record(i) for i in range(3))
     rig.loop.step()  # A polled; its batch is open
-    clock.advance(0.050)
-    rig.loop.step()  # A due: scored (30 ms) and published
-    assert rig.scored_ids() == ["w-0", "w-1", "w-2"]
+    rig.loop.step()  # an idle poll until A is due (nothing published yet: no reserve)
+    assert rig.consumer.poll_timeouts[-1] == 50
+    assert rig.scored_ids() == ["w-0", "w-1", "w-2"]  # scored in 10 ms
     rig.consumer.feed(record(i) for i in range(3, 6))
-    rig.loop.step()  # B polled 30 ms after the last poll
+    rig.loop.step()  # B polled 10 ms after the last poll
     assert len(rig.scored_ids()) == 3
-    rig.loop.step()  # an idle poll, for the 20 ms left
-    assert rig.consumer.poll_timeouts[-1] == 20
+    rig.loop.step()  # an idle poll: 50 - 10 (publishing) - 10 (waited already)
+    assert rig.consumer.poll_timeouts[-1] == 30
     assert rig.scored_ids() == [f"w-{i}" for i in range(6)]
 
 

@@ -7,6 +7,10 @@ while the previous batch was being scored and published has waited that long alr
 batch opened at the poll that returns it would make it wait ``max_wait_ms`` more, and the
 latency of a moderately loaded worker would be ``max_wait_ms`` plus two processing times.
 
+``max_wait_ms`` is a budget for the whole stay of a window in the worker, so a batch also
+closes early by the time recent batches took to be scored and published (``published``: a
+moving average, at most half of ``max_wait_ms``, so that batches still have time to fill).
+
 Pure: no Kafka, no threads. The clock is injected (seconds, monotonic), so tests drive it
 with a fake one.
 """
@@ -20,6 +24,8 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 # Clock readings are floats; tolerate rounding so that "exactly max_wait later" is due.
 _EPSILON_S = 1e-9
+# Weight of the newest publishing time in the moving average.
+PUBLISH_TIME_WEIGHT = 0.2
 
 
 class Batcher(Generic[T]):
@@ -43,6 +49,7 @@ class Batcher(Generic[T]):
         self._items: list[T] = []
         self._bytes = 0
         self._opened_at = 0.0
+        self._publish_s: float | None = None  # moving average of published() times
 
     def __len__(self) -> int:
         return len(self._items)
@@ -62,17 +69,31 @@ class Batcher(Generic[T]):
             return self.take()
         return None
 
+    def published(self, seconds: float) -> None:
+        """Report how long the last batch took from closing to being published."""
+        if self._publish_s is None:
+            self._publish_s = seconds
+        else:
+            self._publish_s += PUBLISH_TIME_WEIGHT * (seconds - self._publish_s)
+
+    @property
+    def wait_s(self) -> float:
+        """How long a batch stays open: ``max_wait_ms`` less the expected publishing time
+        (at most half of it)."""
+        reserve = min(max(self._publish_s or 0.0, 0.0), self.max_wait_s / 2)
+        return self.max_wait_s - reserve
+
     def due(self) -> bool:
-        """True when a non-empty batch has waited ``max_wait_ms`` since it opened."""
+        """True when a non-empty batch has been open for ``wait_s``."""
         age = self._clock() - self._opened_at
-        return bool(self._items) and age >= self.max_wait_s - _EPSILON_S
+        return bool(self._items) and age >= self.wait_s - _EPSILON_S
 
     def time_left_ms(self, idle_ms: int) -> int:
         """How long the caller may block waiting for more input: until the open batch is
         due, or ``idle_ms`` when there is no open batch."""
         if not self._items:
             return idle_ms
-        left = self.max_wait_s - (self._clock() - self._opened_at)
+        left = self.wait_s - (self._clock() - self._opened_at)
         return max(0, min(idle_ms, int(left * 1000.0 + 0.999)))
 
     def take(self) -> list[T]:

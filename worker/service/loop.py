@@ -264,6 +264,7 @@ class WorkerLoop:
                 self._replay(items)
             return
         acked_ms = self._wall_ms()
+        self._batcher.published(self._clock() - started)
         self._committed.update(offsets)
         scored = batch.scored_mask()
         windows = [w for w, ok in zip(windows, scored.tolist(), strict=True) if ok]
