@@ -598,6 +598,13 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients
         producer = Producer(producer_config(config, seen))
     except KafkaException as exc:
         raise BrokerError(f"cannot create a Kafka producer for {where}: {_raised(exc)!r}") from exc
+    # The output topics' metadata now, not at the first batch (whose latency it would add).
+    for name in (config.topics.scores, config.topics.anomalies, config.topics.dead_letter):
+        try:
+            producer.list_topics(name, timeout=timeout_s)
+        except KafkaException as exc:
+            producer.flush(5)
+            raise BrokerError(f"no metadata for output topic {name!r}: {_raised(exc)!r}") from exc
     incremental = cooperative(config.kafka.client)
     rebalance = _Rebalance(tracker, incremental)
     try:

@@ -109,6 +109,19 @@ class KafkaClients:
             log.warning("closing the consumer: %r", exc)
 
 
+def warm_up_producer(producer: KafkaProducer, config: WorkerConfig) -> None:
+    """Fetch the output topics' metadata now: kafka-python's first send to a topic waits for
+    it (with retry_backoff_ms between tries), which put 100-300 ms into the first batches'
+    latency after every start."""
+    topics = config.topics
+    for topic in (topics.scores, topics.anomalies, topics.dead_letter):
+        try:
+            producer.partitions_for(topic)
+        except KafkaError as exc:
+            producer.close(timeout=5)
+            raise BrokerError(f"no metadata for output topic {topic!r}: {exc!r}") from exc
+
+
 def _common(config: WorkerConfig) -> dict[str, Any]:
     return {
         "bootstrap_servers": list(config.kafka.bootstrap_servers),
@@ -176,6 +189,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> KafkaClients:
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot create a Kafka producer for {where}: {exc!r}") from exc
+    warm_up_producer(producer, config)
     consumer_settings = {
         **CONSUMER_DEFAULTS,
         **config.kafka.consumer_settings(),

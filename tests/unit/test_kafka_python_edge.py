@@ -1,5 +1,6 @@
-"""sliced_poll: the kafka-python consumer's poll, waited in short slices (kafka_io.py says
-why), driven by a fake clock and a fake poll."""
+"""The kafka-python edge's latency fixes: ``sliced_poll`` (the consumer's poll, waited in
+short slices; kafka_io.py says why), driven by a fake clock and a fake poll, and the
+producer's warm-up."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ import time
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.errors import KafkaTimeoutError
 
 from tests.fakes import FakeClock
-from worker.service.kafka_io import POLL_SLICE_MS, SlicedPollConsumer, sliced_poll
+from worker.core.errors import BrokerError
+from worker.service.config import WorkerConfig
+from worker.service.kafka_io import (
+    POLL_SLICE_MS,
+    SlicedPollConsumer,
+    sliced_poll,
+    warm_up_producer,
+)
 
 
 class StallingPoll:
@@ -98,3 +107,36 @@ def test_the_worker_consumer_polls_kafka_python_in_slices_and_passes_the_rest_th
     assert 3 <= len(calls) <= 4  # 3 slices, maybe a last one for a rounding remainder
     assert all(t <= POLL_SLICE_MS for t, _, _ in calls)
     assert {(m, u) for _, m, u in calls} == {(7, True)}
+
+
+class MetadataProducer:
+    """Records the topics whose metadata was asked for; refuses ``missing``."""
+
+    def __init__(self, missing: str | None = None) -> None:
+        self.asked: list[str] = []
+        self.closed = False
+        self.missing = missing
+
+    def partitions_for(self, topic: str) -> set[int]:
+        self.asked.append(topic)
+        if topic == self.missing:
+            raise KafkaTimeoutError(f"Failed to update metadata after 60.0 secs. ({topic})")
+        return {0, 1}
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+def test_the_producer_knows_every_output_topic_before_the_first_batch() -> None:
+    producer = MetadataProducer()
+    warm_up_producer(producer, WorkerConfig())  # type: ignore[arg-type]
+    topics = WorkerConfig().topics
+    assert producer.asked == [topics.scores, topics.anomalies, topics.dead_letter]
+
+
+def test_an_output_topic_without_metadata_is_a_broker_error_naming_it() -> None:
+    topics = WorkerConfig().topics
+    producer = MetadataProducer(missing=topics.anomalies)
+    with pytest.raises(BrokerError, match=f"output topic '{topics.anomalies}'"):
+        warm_up_producer(producer, WorkerConfig())  # type: ignore[arg-type]
+    assert producer.closed
