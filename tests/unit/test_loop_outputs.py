@@ -683,15 +683,22 @@ def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_la
     assert rig.scored_ids() == [f"w-{i}" for i in range(6)]
 
 
+def waiting_records(artifact: EcgArtifact, max_batch_size: int, poll_batch: int, count: int) -> Rig:
+    """A loop (max_wait_ms 50) behind ``count`` records that have been waiting for 100 ms,
+    on a consumer whose polls return at most ``poll_batch`` (as max_poll_records would)."""
+    rig = Rig(artifact, config=with_config(batching=BatchingConfig(max_batch_size, 50)))
+    rig.consumer.poll_batch = poll_batch
+    rig.consumer.feed(record(i) for i in range(count))
+    rig.clock.advance(0.100)
+    return rig
+
+
 def test_a_due_batch_takes_what_the_consumer_holds_without_waiting_up_to_max_size(
     ecg_artifact: EcgArtifact,
 ) -> None:
     """Behind the log (each poll returns at most 4 here, as max_poll_records would), a due
     batch is topped up by polls that do not wait, to max_batch_size: batches stay large."""
-    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(10, 50)))
-    rig.consumer.poll_batch = 4
-    rig.consumer.feed(record(i) for i in range(13))
-    rig.clock.advance(0.100)  # the records have been waiting since the loop started
+    rig = waiting_records(ecg_artifact, max_batch_size=10, poll_batch=4, count=13)
     rig.loop.step()
     assert rig.metric("ecg_batch_size_windows_count") == 1
     assert rig.metric("ecg_batch_size_windows_sum") == 10
@@ -702,10 +709,7 @@ def test_a_due_batch_takes_what_the_consumer_holds_without_waiting_up_to_max_siz
 def test_a_due_batch_stops_topping_up_when_the_consumer_is_caught_up(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(100, 50)))
-    rig.consumer.poll_batch = 4
-    rig.consumer.feed(record(i) for i in range(6))
-    rig.clock.advance(0.100)
+    rig = waiting_records(ecg_artifact, max_batch_size=100, poll_batch=4, count=6)
     rig.loop.step()
     assert rig.metric("ecg_batch_size_windows_sum") == 6  # 4 + 2, then an empty poll
     assert rig.consumer.poll_timeouts[1:] == [0, 0]
@@ -715,10 +719,7 @@ def test_topping_up_is_bounded_so_that_a_step_returns_under_endless_input(
     ecg_artifact: EcgArtifact,
 ) -> None:
     """A step must come back (heartbeat, stop, rollout) even when every poll has more."""
-    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(1000, 50)))
-    rig.consumer.poll_batch = 1
-    rig.consumer.feed(record(i) for i in range(100))
-    rig.clock.advance(0.100)
+    rig = waiting_records(ecg_artifact, max_batch_size=1000, poll_batch=1, count=100)
     rig.loop.step()
     assert len(rig.consumer.poll_timeouts) == 1 + MAX_TOP_UP_POLLS
     assert rig.metric("ecg_batch_size_windows_sum") == 1 + MAX_TOP_UP_POLLS
