@@ -696,13 +696,16 @@ def waiting_records(artifact: EcgArtifact, max_batch_size: int, poll_batch: int,
 def test_a_due_batch_takes_what_the_consumer_holds_without_waiting_up_to_max_size(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    """Behind the log (each poll returns at most 4 here, as max_poll_records would), a due
-    batch is topped up by polls that do not wait, to max_batch_size: batches stay large."""
-    rig = waiting_records(ecg_artifact, max_batch_size=10, poll_batch=4, count=13)
+    """Behind the log (each poll returns at most 3 here, as max_poll_records would), a due
+    batch is topped up by polls that do not wait, to max_batch_size: batches stay large. A
+    top-up asks for no more than fits, so the rest stays in the consumer, not in hand."""
+    rig = waiting_records(ecg_artifact, max_batch_size=10, poll_batch=3, count=13)
     rig.loop.step()
     assert rig.metric("ecg_batch_size_windows_count") == 1
     assert rig.metric("ecg_batch_size_windows_sum") == 10
-    assert rig.consumer.poll_timeouts[1:] == [0, 0]  # 4 + 4 + 2: the top-ups did not wait
+    assert rig.consumer.poll_timeouts[1:] == [0, 0, 0]  # 3 + 3 + 3 + 1: none waited
+    assert rig.consumer.committed_offsets == {P0: 10}
+    rig.loop.drain()  # a shutdown now: nothing was in hand beyond the batch
     assert rig.consumer.committed_offsets == {P0: 10}
 
 

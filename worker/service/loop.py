@@ -162,23 +162,22 @@ class WorkerLoop:
         timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
         if self._tracker.rebalancing():
             timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
-        count = self._poll_into_batch(timeout_ms, None)
+        got = self._poll_into_batch(timeout_ms, None)
         # A due batch first takes, without waiting, what the consumer already holds (up to
         # max_batch_size): behind, batches stay large; caught up, the next poll is empty.
         for _ in range(MAX_TOP_UP_POLLS):
-            room = self._batcher.max_size - len(self._batcher)
-            if not (count and room > 0 and self._batcher.due()) or self._tracker.rebalancing():
+            if not (got and self._batcher.due()) or self._tracker.rebalancing():
                 break
-            count = self._poll_into_batch(0, room)
+            got = self._poll_into_batch(0, self._batcher.max_size - len(self._batcher))
         if self._batcher.due() and not self._tracker.rebalancing():
             self.process(self._batcher.take())
         if self._clock() >= self._next_lag_at:
             self._next_lag_at = self._clock() + self._lag_interval_s
             self.update_lag()
 
-    def _poll_into_batch(self, timeout_ms: int, max_records: int | None) -> int:
+    def _poll_into_batch(self, timeout_ms: int, max_records: int | None) -> bool:
         """Poll once; decode what came into the batcher (delivering batches that fill up);
-        return how many records the poll returned."""
+        return whether the poll returned any record."""
         try:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
@@ -186,9 +185,7 @@ class WorkerLoop:
         waiting_since, self._polled_at = self._polled_at, self._clock()
         self._drop_lost_partitions()
         self._rewound.clear()
-        count = 0
         for records in polled.values():
-            count += len(records)
             for r in records:
                 if (r.topic, r.partition) in self._rewound:
                     continue
@@ -209,7 +206,7 @@ class WorkerLoop:
                 full = self._batcher.add(item, nbytes, waiting_since)
                 if full is not None:
                     self.process(full)
-        return count
+        return bool(polled)
 
     def drain(self) -> None:
         """Deliver the batch in hand (used on shutdown)."""
