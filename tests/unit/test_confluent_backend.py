@@ -15,7 +15,7 @@ from confluent_kafka import TopicPartition as Partition
 from kafka import errors
 from kafka.structs import TopicPartition
 
-from worker.core.errors import ConfigError
+from worker.core.errors import BrokerError, ConfigError
 from worker.service import confluent_io
 from worker.service.config import WorkerConfig, env_help
 from worker.service.confluent_io import (
@@ -593,3 +593,32 @@ def test_librdkafka_log_lines_feed_the_diagnosis() -> None:
         confluent_io.LIBRDKAFKA_LOG.removeHandler(errors_seen)
     cause = confluent_io.explain(KafkaException(rd(LibrdkafkaError._TRANSPORT)), errors_seen.seen)
     assert cause.startswith("the broker closed the connection at its first request")
+
+
+class MetadataProducer:
+    """Records the topics whose metadata was asked for; ``missing`` has none."""
+
+    def __init__(self, missing: str | None = None) -> None:
+        self.asked: list[str] = []
+        self.missing = missing
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        self.asked.append(topic)
+        if topic == self.missing:
+            raise KafkaException(LibrdkafkaError(LibrdkafkaError._TIMED_OUT))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_the_producer_knows_every_output_topic_before_the_first_batch() -> None:
+    producer = MetadataProducer()
+    confluent_io.warm_up_producer(producer, WorkerConfig(), 1.0)  # type: ignore[arg-type]
+    assert producer.asked == list(WorkerConfig().output_topics())
+
+
+def test_an_output_topic_without_metadata_is_a_broker_error_naming_it() -> None:
+    topics = WorkerConfig().topics
+    producer = MetadataProducer(missing=topics.dead_letter)
+    with pytest.raises(BrokerError, match=f"output topic '{topics.dead_letter}'"):
+        confluent_io.warm_up_producer(producer, WorkerConfig(), 1.0)  # type: ignore[arg-type]

@@ -132,6 +132,10 @@ def test_the_producer_knows_every_output_topic_before_the_first_batch() -> None:
     warm_up_producer(producer, WorkerConfig())  # type: ignore[arg-type]
     topics = WorkerConfig().topics
     assert producer.asked == [topics.scores, topics.anomalies, topics.dead_letter]
+    shadowed = WorkerConfig.from_mapping({}, env={"ECG_SHADOW_ARTIFACT": "artifacts/candidate"})
+    producer = MetadataProducer()
+    warm_up_producer(producer, shadowed)  # type: ignore[arg-type]
+    assert producer.asked[-1] == topics.shadow_scores  # with a shadow, its topic too
 
 
 def test_an_output_topic_without_metadata_is_a_broker_error_naming_it() -> None:

@@ -264,8 +264,13 @@ class WorkerConfig:
 
     def required_topics(self) -> tuple[str, ...]:
         """The topics that must exist: the four, plus the shadow topic with a shadow."""
+        return (self.topics.input, *self.output_topics())
+
+    def output_topics(self) -> tuple[str, ...]:
+        """The topics the worker writes: scores, anomalies, dead letters (and shadow scores
+        with a shadow)."""
         shadow = (self.topics.shadow_scores,) if self.shadow_artifact is not None else ()
-        return (*self.topics.names(), *shadow)
+        return (self.topics.scores, self.topics.anomalies, self.topics.dead_letter, *shadow)
 
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 

@@ -589,6 +589,17 @@ def consumer_config(config: WorkerConfig, on_error: _Errors) -> dict[str, Any]:
     return settings
 
 
+def warm_up_producer(producer: Producer, config: WorkerConfig, timeout_s: float) -> None:
+    """Fetch the output topics' metadata now, not at the first batch (whose latency it
+    would add); ``BrokerError`` naming a topic without it."""
+    for name in config.output_topics():
+        try:
+            producer.list_topics(name, timeout=timeout_s)
+        except KafkaException as exc:
+            producer.flush(5)
+            raise BrokerError(f"no metadata for output topic {name!r}: {_raised(exc)!r}") from exc
+
+
 def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients:
     """Build the producer and the subscribed consumer (after ``ensure_topics``)."""
     where = brokers(config)
@@ -598,13 +609,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients
         producer = Producer(producer_config(config, seen))
     except KafkaException as exc:
         raise BrokerError(f"cannot create a Kafka producer for {where}: {_raised(exc)!r}") from exc
-    # The output topics' metadata now, not at the first batch (whose latency it would add).
-    for name in (config.topics.scores, config.topics.anomalies, config.topics.dead_letter):
-        try:
-            producer.list_topics(name, timeout=timeout_s)
-        except KafkaException as exc:
-            producer.flush(5)
-            raise BrokerError(f"no metadata for output topic {name!r}: {_raised(exc)!r}") from exc
+    warm_up_producer(producer, config, timeout_s)
     incremental = cooperative(config.kafka.client)
     rebalance = _Rebalance(tracker, incremental)
     try:

@@ -43,11 +43,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {"allow_auto_create_topics": False}
 # kafka-python 3.0.12's poll() may sleep through its whole timeout (capped by
 # retry_backoff_ms, 100 ms) with a fetch response already buffered: when its IO thread
 # completes the in-flight fetch between fetch_records() draining the buffer and setting up
-# the wait, the fetcher reports "idle" and poll sleeps. At 5,700 windows/s, 20 of 1,100 polls
-# stalled 25-50 ms that way (docs/benchmarks.md, "Latency"). Waiting in slices bounds a stall
-# to one slice: a quarter of the wait, at least POLL_SLICE_MS. An empty kafka-python poll
-# costs about 0.7 ms of CPU, so an idle worker (200 ms polls) pays about 20 polls a second
-# (1.4 % of a core against 0.8 % unsliced; 10 ms slices throughout would cost 7 %).
+# the wait, the fetcher reports "idle" and poll sleeps. A consumer polling like the worker at
+# 5,700 windows/s had 20 of 1,100 polls stall 23-49 ms that way (docs/benchmarks.md,
+# "Latency"). Waiting in slices bounds a stall to one slice: a quarter of the wait, at least
+# POLL_SLICE_MS. An idle worker (200 ms polls) then polls about 20 times a second: measured,
+# 2.4 % of a core against 0.75 % unsliced (10 ms slices throughout: 6.8 %).
 POLL_SLICE_MS = 10
 POLL_SLICES = 4
 
@@ -113,8 +113,7 @@ def warm_up_producer(producer: KafkaProducer, config: WorkerConfig) -> None:
     """Fetch the output topics' metadata now: kafka-python's first send to a topic waits for
     it (with retry_backoff_ms between tries), which put 100-300 ms into the first batches'
     latency after every start."""
-    topics = config.topics
-    for topic in (topics.scores, topics.anomalies, topics.dead_letter):
+    for topic in config.output_topics():
         try:
             producer.partitions_for(topic)
         except KafkaError as exc:

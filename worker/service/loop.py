@@ -261,6 +261,8 @@ class WorkerLoop:
                 self._replay(items)
             return
         acked_ms = self._wall_ms()
+        # Up to the commit: conservative for at least once (scores are readable at the
+        # acknowledgement), exact for exactly once (readable at the commit).
         self._batcher.published(self._clock() - started)
         self._committed.update(offsets)
         scored = batch.scored_mask()
