@@ -146,27 +146,53 @@ def test_a_batch_opens_when_its_first_item_could_have_arrived() -> None:
     b.take()
     b.add(2, since=clock() + 5.0)  # a reading from the future counts as now
     assert b.time_left_ms(idle_ms=1000) == 50
-    b.add(3, since=clock() - 1.0)  # only the first item opens the batch
-    assert not b.due()
+
+
+def test_an_item_that_waited_longer_than_the_first_brings_the_deadline_forward() -> None:
+    clock = FakeClock()
+    b: Batcher[int] = Batcher(10, 50, clock)
+    b.add(1)
+    b.add(2, since=clock() - 0.040)  # e.g. another partition's record, fetched late
+    assert b.time_left_ms(idle_ms=1000) == 10
+    b.add(3, since=clock() - 0.010)  # a later one changes nothing
+    assert b.time_left_ms(idle_ms=1000) == 10
+    b.add(4)
+    clock.advance(0.010)
+    assert b.due()
+    assert b.take() == [1, 2, 3, 4]
+    b.add(5)  # the next batch starts afresh
+    assert b.time_left_ms(idle_ms=1000) == 50
 
 
 def test_a_batch_closes_early_by_the_time_batches_take_to_publish() -> None:
     clock = FakeClock()
     b: Batcher[int] = Batcher(10, 50, clock)
-    b.published(0.020)
+    assert b.wait_s == 0.050  # nothing published yet: the whole wait
+    b.published(0.008)  # first measurement: 8 ms, deviation half of it (RFC 6298)
     b.add(1)
-    assert b.time_left_ms(idle_ms=1000) == 30  # so that the score is out 50 ms after
+    assert b.time_left_ms(idle_ms=1000) == 30  # 50 - (8 + 3 * 4): the score is out in time
     clock.advance(0.029)
     assert not b.due()
     clock.advance(0.001)
     assert b.due()
 
 
-def test_the_publishing_time_is_a_moving_average() -> None:
+def test_the_reserve_follows_the_average_and_the_spread_of_publishing_times() -> None:
+    steady: Batcher[int] = Batcher(10, 100, FakeClock())
+    for _ in range(50):
+        steady.published(0.010)
+    # Always 10 ms: the deviation decays to nothing and the reserve is the 10 ms.
+    assert round(steady.wait_s, 4) == 0.090
+
     b: Batcher[int] = Batcher(10, 100, FakeClock())
-    b.published(0.010)
-    b.published(0.060)  # one slow batch moves the estimate by a fifth of the difference
-    assert round(b.wait_s, 6) == 0.080
+    b.published(0.010)  # average 10 ms, deviation 5 ms
+    b.published(0.030)  # average moves by a fifth of 20 ms, deviation by a quarter of 15
+    assert round(b.wait_s, 6) == round(0.100 - (0.014 + 3 * 0.00875), 6)
+
+    spread: Batcher[int] = Batcher(10, 100, FakeClock())
+    for seconds in [0.002, 0.018] * 20:  # averaging 10 ms, but half the batches take 18
+        spread.published(seconds)
+    assert spread.wait_s < steady.wait_s - 0.010
 
 
 def test_at_most_half_of_max_wait_is_kept_for_publishing() -> None:

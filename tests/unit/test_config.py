@@ -117,6 +117,10 @@ def test_invalid_yaml_and_missing_file_name_the_file(tmp_path: Path) -> None:
         ("drift:\n  min_samples: 5000\n", "drift.min_samples must be between"),
         ("kafka:\n  auto_offset_reset: newest\n", "auto_offset_reset must be one of"),
         ("metrics:\n  port: 70000\n", "metrics.port must be 0..65535"),
+        (
+            "delivery:\n  commit_interval_ms: -1\n",
+            r"delivery\.commit_interval_ms must be >= 0 \(0: commit after every batch\), got -1",
+        ),
     ],
 )
 def test_related_values_are_cross_checked(tmp_path: Path, text: str, message: str) -> None:
@@ -205,6 +209,17 @@ def test_static_membership_and_delivery_mode_from_file_and_environment(tmp_path:
     assert overridden.kafka.group_instance_id == "pod-2"
     assert overridden.delivery.mode == "at_least_once"
     assert "ECG_GROUP_INSTANCE_ID" in env_help() and "ECG_DELIVERY_MODE" in env_help()
+
+
+def test_commit_interval_from_file_and_environment(tmp_path: Path) -> None:
+    assert WorkerConfig().delivery.commit_interval_ms == 1000
+    path = write(tmp_path, "delivery:\n  commit_interval_ms: 0\n")
+    assert WorkerConfig.from_yaml(path, env={}).delivery.commit_interval_ms == 0
+    env = {"ECG_COMMIT_INTERVAL_MS": "250"}
+    assert WorkerConfig.from_yaml(path, env=env).delivery.commit_interval_ms == 250
+    assert "ECG_COMMIT_INTERVAL_MS" in env_help()
+    with pytest.raises(ConfigError, match="ECG_COMMIT_INTERVAL_MS"):
+        WorkerConfig.from_yaml(path, env={"ECG_COMMIT_INTERVAL_MS": "soon"})
 
 
 def test_bad_delivery_mode_and_instance_id_are_named(tmp_path: Path) -> None:

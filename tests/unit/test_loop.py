@@ -30,7 +30,7 @@ from worker.core.artifact import EcgArtifact
 from worker.core.codec import ScoreSource, decode_score
 from worker.core.errors import BrokerError
 from worker.core.scorer import Scorer
-from worker.service.config import BatchingConfig, WorkerConfig
+from worker.service.config import BatchingConfig, DeliveryConfig, WorkerConfig
 from worker.service.delivery import AtLeastOnceDelivery, CommitFailed, ProduceFailed
 from worker.service.drift import DriftMonitor
 from worker.service.http_server import HealthState
@@ -44,13 +44,23 @@ IN, SCORES, ANOM, DLQ = "ecg.windows", "ecg.scores", "ecg.anomalies", "ecg.windo
 class Rig:
     """A loop wired to fakes."""
 
-    def __init__(self, artifact: EcgArtifact, max_batch_size: int = 8, max_wait_ms: int = 50):
+    def __init__(
+        self,
+        artifact: EcgArtifact,
+        max_batch_size: int = 8,
+        max_wait_ms: int = 50,
+        commit_interval_ms: int = 0,
+    ):
         self.clock = FakeClock()
         self.events: list[str] = []
         self.consumer = FakeConsumer(self.clock, events=self.events)
         self.producer = FakeProducer(self.events)
         self.registry = CollectorRegistry()
-        self.config = replace(WorkerConfig(), batching=BatchingConfig(max_batch_size, max_wait_ms))
+        self.config = replace(
+            WorkerConfig(),
+            batching=BatchingConfig(max_batch_size, max_wait_ms),
+            delivery=DeliveryConfig(commit_interval_ms=commit_interval_ms),
+        )
         self.tracker = PartitionTracker()
         self.tracker.on_partitions_assigned({TopicPartition(IN, 0), TopicPartition(IN, 1)})
         self.health = HealthState(60000, self.clock)
@@ -87,7 +97,7 @@ class Rig:
 def window_record(i: int, values: np.ndarray, partition: int = 0, offset: int | None = None):
     value = orjson.dumps({"id": f"w-{i}", "values": values.tolist(), "label": 1})
     return FakeRecord(
-        IN, partition, i if offset is None else offset, 1_699_999_999_900, b"dev", value
+        IN, partition, i if offset is None else offset, 1_700_000_000_000, b"dev", value
     )
 
 
@@ -153,7 +163,7 @@ def test_scores_equal_the_offline_scorer_and_anomalies_carry_segments(
         s = scores[f"w-{i}"]
         assert s.threshold == ecg_artifact.threshold
         assert s.fields == {"label": 1}
-        assert s.source == ScoreSource(IN, 0, i, 1_699_999_999_900)
+        assert s.source == ScoreSource(IN, 0, i, 1_700_000_000_000)
     flagged = {s.id for s in streamed if s.anomaly}
     assert 0 < len(flagged) < 40
     assert {a.id for a in anomalies} == flagged
@@ -246,6 +256,115 @@ def test_commit_rejected_by_a_rebalance_is_not_fatal(ecg_artifact: EcgArtifact) 
     rig.loop.step()  # no exception: the outputs are published, the new owner replays
     assert rig.metric("ecg_commit_failures_total") == 1
     assert rig.metric("ecg_windows_consumed_total") == 0
+
+
+def batches_of_two(rig: Rig, count: int, partition: int = 0, start: int = 0) -> None:
+    """Feed ``count`` batches of two windows to ``partition`` (offsets from ``start``) and
+    step the loop through each (max_batch_size 2: every poll closes a batch)."""
+    windows = synthetic_windows(2 * count, seed=start)
+    for b in range(count):
+        offsets = [start + 2 * b, start + 2 * b + 1]
+        rig.consumer.feed(
+            window_record(o, windows[o - start], partition=partition) for o in offsets
+        )
+        rig.loop.step()
+
+
+def test_acknowledged_batches_are_committed_together_at_most_every_interval(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=1000)
+    batches_of_two(rig, 1)
+    assert rig.committed() == 2  # the first batch commits at once
+    batches_of_two(rig, 2, start=2)
+    # Published and acknowledged, not committed yet, and not counted yet either.
+    assert len(rig.producer.by_topic(SCORES)) == 6
+    assert rig.committed() == 2
+    assert rig.metric("ecg_windows_consumed_total") == 2
+    rig.clock.advance(1.0)
+    batches_of_two(rig, 1, start=6)
+    assert rig.committed() == 8  # one commit for the three batches
+    assert len(rig.consumer.commits) == 2
+    assert rig.metric("ecg_windows_consumed_total") == 8
+    # Never ahead of the acknowledgements: each commit follows a flush.
+    for i, event in enumerate(rig.events):
+        if event == "commit":
+            assert "flush" in rig.events[:i]
+
+
+def test_when_the_input_goes_quiet_the_acknowledged_batches_are_committed_at_once(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=60_000)
+    batches_of_two(rig, 2)
+    assert rig.committed() == 2
+    rig.loop.step()  # an empty poll, nothing in hand
+    assert rig.committed() == 4
+    assert rig.metric("ecg_windows_scored_total") == 4
+
+
+def test_a_batch_still_open_is_not_delayed_by_a_commit(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=60_000)
+    batches_of_two(rig, 2)
+    rig.consumer.feed([window_record(4, synthetic_windows(1)[0], offset=4)])
+    rig.loop.step()  # one window in hand: the batch waits, and so does the commit
+    assert rig.committed() == 2
+    rig.loop.step()  # an empty poll until the batch is due: published, still not committed
+    assert len(rig.producer.by_topic(SCORES)) == 5 and rig.committed() == 2
+    rig.loop.step()  # nothing in hand, nothing for a batch wait: the input went quiet
+    assert rig.consumer.poll_timeouts[-1] == 50
+    assert rig.committed() == 5
+
+
+def test_a_batch_due_at_once_is_not_followed_by_a_commit(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=60_000)
+    batches_of_two(rig, 1)
+    old = window_record(2, synthetic_windows(1)[0])
+    old.timestamp -= 500  # waited past max_wait_ms: due at once; the top-up poll is empty
+    rig.consumer.feed([old])
+    rig.loop.step()
+    assert len(rig.producer.by_topic(SCORES)) == 3
+    assert rig.committed() == 2  # records flow: the commit waits for its interval
+
+
+def test_stopping_commits_every_acknowledged_batch(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=60_000)
+    batches_of_two(rig, 3)
+    assert rig.committed() == 2
+    rig.loop.stop()
+    rig.loop.run()
+    assert rig.committed() == 6
+    assert rig.metric("ecg_windows_consumed_total") == 6
+
+
+def test_a_deferred_commit_rejected_by_a_rebalance_counts_nothing(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=1000)
+    batches_of_two(rig, 2)
+    rig.consumer.fail_commit = CommitFailedError("group rebalanced")
+    rig.clock.advance(1.0)
+    batches_of_two(rig, 1, start=4)  # commits batches 2 and 3: rejected, not fatal
+    assert rig.metric("ecg_commit_failures_total") == 1
+    assert rig.metric("ecg_windows_consumed_total") == 2  # the new owner replays 2..5
+    rig.consumer.fail_commit = None
+    rig.clock.advance(1.0)
+    batches_of_two(rig, 1, start=6)
+    assert rig.committed() == 8
+    assert rig.metric("ecg_windows_consumed_total") == 4
+
+
+def test_a_lost_partition_takes_its_uncommitted_offsets_with_it(ecg_artifact: EcgArtifact) -> None:
+    rig = Rig(ecg_artifact, max_batch_size=2, commit_interval_ms=60_000)
+    batches_of_two(rig, 1, partition=0)
+    batches_of_two(rig, 1, partition=0, start=2)
+    batches_of_two(rig, 1, partition=1)
+    assert rig.committed(0) == 2 and rig.committed(1) is None
+    # Partition 0 is taken away: its new owner replays offsets 2-3 from the last commit.
+    rig.tracker.on_partitions_lost({TopicPartition(IN, 0)})
+    rig.loop.stop()
+    rig.loop.run()
+    assert rig.committed(0) == 2 and rig.committed(1) == 2
 
 
 def test_other_commit_failures_stop_the_worker(ecg_artifact: EcgArtifact) -> None:

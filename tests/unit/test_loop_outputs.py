@@ -29,6 +29,7 @@ from worker.core.codec import decode_score
 from worker.core.scorer import Scorer, Scores
 from worker.service.config import (
     BatchingConfig,
+    DeliveryConfig,
     KafkaConfig,
     LimitsConfig,
     MetricsConfig,
@@ -130,7 +131,7 @@ class Rig:
         self.consumer = RewindingConsumer(self.clock if consumer_clock else None)
         self.producer = producer if producer is not None else FakeProducer()
         self.registry = CollectorRegistry()
-        self.config = config or replace(WorkerConfig(), batching=BatchingConfig(64, 50))
+        self.config = config or with_config()
         self.tracker = PartitionTracker()
         self.tracker.on_partitions_assigned({P0, P1})
         self.metrics = WorkerMetrics(
@@ -169,7 +170,7 @@ def record(
     partition: int = 0,
     offset: int | None = None,
     key: bytes | None = b"dev",
-    timestamp: int = WALL_MS - 100,
+    timestamp: int = WALL_MS,  # fresh: batches wait max_wait_ms from the poll
     values: Any = None,
     **fields: Any,
 ) -> FakeRecord:
@@ -179,7 +180,11 @@ def record(
 
 
 def with_config(**sections: Any) -> WorkerConfig:
-    return replace(WorkerConfig(), **{"batching": BatchingConfig(64, 50), **sections})
+    every_batch = DeliveryConfig(commit_interval_ms=0)
+    return replace(
+        WorkerConfig(),
+        **{"batching": BatchingConfig(64, 50), "delivery": every_batch, **sections},
+    )
 
 
 # --------------------------------------------------------------------------- outputs
@@ -666,8 +671,9 @@ def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_la
 ) -> None:
     """Scoring and publishing batch A takes 10 ms; windows B arrive meanwhile. Their batch is
     due max_wait_ms after the poll that preceded A's processing (not after the poll that
-    returns them, which would make them wait 10 + 50 ms), less the 10 ms that publishing
-    takes: their scores are out 50 ms after they could first have been seen."""
+    returns them, which would make them wait 10 + 50 ms), less the reserve for publishing
+    (10 ms plus three times its deviation, 5 ms after one batch): their scores are out within
+    50 ms of when they could first have been seen."""
     clock = FakeClock()
     rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.010), clock=clock)
     rig.consumer.feed(record(i) for i in range(3))
@@ -678,9 +684,34 @@ def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_la
     rig.consumer.feed(record(i) for i in range(3, 6))
     rig.loop.step()  # B polled 10 ms after the last poll
     assert len(rig.scored_ids()) == 3
-    rig.loop.step()  # an idle poll: 50 - 10 (publishing) - 10 (waited already)
-    assert rig.consumer.poll_timeouts[-1] == 30
+    rig.loop.step()  # an idle poll: 50 - (10 + 3 * 5) (publishing) - 10 (waited already)
+    assert rig.consumer.poll_timeouts[-1] == 15
     assert rig.scored_ids() == [f"w-{i}" for i in range(6)]
+
+
+def test_a_window_older_than_the_poll_before_is_due_by_its_own_timestamp(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    """kafka-python fetches only while polled: windows that reached the broker while a
+    batch was published come one poll late. Their timestamps say how long they waited."""
+    rig = Rig(ecg_artifact)
+    rig.consumer.feed([record(0), record(1, partition=1, timestamp=WALL_MS - 30)])
+    rig.loop.step()
+    rig.loop.step()  # the batch is due 50 ms after the older window: 20 ms from now
+    assert rig.consumer.poll_timeouts[-1] == 20
+    assert rig.scored_ids() == ["w-0", "w-1"]
+
+    late = Rig(ecg_artifact)
+    late.consumer.feed([record(0, timestamp=WALL_MS - 80)])  # waited longer than max_wait_ms
+    late.loop.step()
+    assert late.scored_ids() == ["w-0"]  # no wait at all
+
+    ahead = Rig(ecg_artifact)
+    ahead.consumer.feed([record(0, timestamp=WALL_MS + 60_000)])  # its producer's clock is fast
+    ahead.loop.step()
+    ahead.loop.step()
+    assert ahead.consumer.poll_timeouts[-1] == 50  # waits from the poll, as without a timestamp
+    assert ahead.scored_ids() == ["w-0"]
 
 
 def waiting_records(artifact: EcgArtifact, max_batch_size: int, poll_batch: int, count: int) -> Rig:

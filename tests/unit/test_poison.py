@@ -21,7 +21,13 @@ from tests.builders import synthetic_windows
 from tests.fakes import FakeClock, FakeConsumer, FakeProducer, FakeRecord
 from worker.core.artifact import EcgArtifact
 from worker.core.scorer import Scorer
-from worker.service.config import BatchingConfig, KafkaConfig, LimitsConfig, WorkerConfig
+from worker.service.config import (
+    BatchingConfig,
+    DeliveryConfig,
+    KafkaConfig,
+    LimitsConfig,
+    WorkerConfig,
+)
 from worker.service.delivery import AtLeastOnceDelivery, ProduceFailed
 from worker.service.http_server import HealthState
 from worker.service.loop import REBALANCE_POLL_MS, WorkerLoop
@@ -50,6 +56,7 @@ class Rig:
             WorkerConfig(),
             batching=BatchingConfig(max_batch_size, 50),
             limits=limits or LimitsConfig(),
+            delivery=DeliveryConfig(commit_interval_ms=0),
         )
         self.tracker = PartitionTracker()
         self.tracker.on_partitions_assigned({TopicPartition(IN, 0)})
@@ -68,7 +75,7 @@ class Rig:
         self.offset = 0
 
     def feed(self, value: bytes | None, key: bytes | None = b"dev") -> None:
-        self.consumer.feed([FakeRecord(IN, 0, self.offset, 1_699_999_999_000, key, value)])
+        self.consumer.feed([FakeRecord(IN, 0, self.offset, 1_700_000_000_000, key, value)])
         self.offset += 1
 
     def feed_valid(self, n: int, start: int = 0) -> None:

@@ -171,6 +171,17 @@ def test_a_replaced_artifact_scores_from_the_next_batch_on(tmp_path: Path) -> No
     assert rig.value("ecg_model_windows_scored_total", role="primary", model_version=new) == 8
 
 
+def test_per_model_counts_move_when_their_batch_is_committed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    version = rig.artifact.model_version
+    rig.send(synthetic_windows(8, seed=1))
+    rig.loop.step()  # two full batches: the first is committed at once, the second waits
+    assert len(rig.producer.by_topic(SCORES)) == 8
+    assert rig.value("ecg_model_windows_scored_total", role="primary", model_version=version) == 4
+    rig.loop.step()  # the input went quiet: committed, counted
+    assert rig.value("ecg_model_windows_scored_total", role="primary", model_version=version) == 8
+
+
 def test_the_new_model_scores_with_its_own_threshold(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     replace_artifact(rig.path, seed=8)

@@ -4,7 +4,9 @@ Kafka is injected (a consumer with ``poll``/``end_offsets``/``committed``/``posi
 ``AtLeastOnceDelivery``), and so are the clocks, so unit tests drive the loop with fakes.
 
 Every input record ends as exactly one of: a score (plus an anomaly record when flagged) or
-a dead letter. Metrics about windows move only after the batch is committed. No record can
+a dead letter. At least once, acknowledged batches are committed together at most every
+``delivery.commit_interval_ms`` (at once when the input goes quiet and on the way out).
+Metrics about windows move only after the batch is committed. No record can
 stop the loop: whatever cannot be decoded, scored, encoded or sent becomes a dead letter
 with its reason, and the batch goes on; only a broker failure raises.
 """
@@ -125,6 +127,13 @@ class WorkerLoop:
         # since then (the batch it opens is due max_wait_ms after that).
         self._polled_at = clock()
         self._committed: dict[tuple[str, int], int] = {}
+        # At least once: acknowledged batches not committed yet (their next offsets, and
+        # the counting of each, done once committed) and when the next commit is due.
+        self._commit_interval_s = config.delivery.commit_interval_ms / 1000.0
+        self._commit_due_at = clock()
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._uncounted: list[Callable[[], None]] = []
+        self._quiet_ms = max(1, min(IDLE_POLL_MS, config.batching.max_wait_ms))
         # Partitions rewound by an aborted batch during this round: the rest of what this
         # poll returned for them is read again after the rewind, so it is not batched now.
         self._rewound: set[tuple[str, int]] = set()
@@ -159,10 +168,14 @@ class WorkerLoop:
         if self._rollout is not None:  # between batches: the only place the model changes
             self._scorer = self._rollout.between_batches() or self._scorer
         self._drop_lost_partitions()
-        timeout_ms = self._batcher.time_left_ms(IDLE_POLL_MS)
+        # With nothing in hand and batches not committed yet, a poll as long as a batch
+        # wait that brings nothing means the input went quiet: time to commit them.
+        quiet = not len(self._batcher)
+        idle_ms = self._quiet_ms if self._uncounted else IDLE_POLL_MS
+        timeout_ms = self._batcher.time_left_ms(idle_ms)
         if self._tracker.rebalancing():
             timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
-        got = self._poll_into_batch(timeout_ms, None)
+        got = came = self._poll_into_batch(timeout_ms, None)
         # A due batch first takes, without waiting, what the consumer already holds (up to
         # max_batch_size): behind, batches stay large; caught up, the next poll is empty.
         for _ in range(MAX_TOP_UP_POLLS):
@@ -171,6 +184,10 @@ class WorkerLoop:
             got = self._poll_into_batch(0, self._batcher.max_size - len(self._batcher))
         if self._batcher.due() and not self._tracker.rebalancing():
             self.process(self._batcher.take())
+        if not self._tracker.rebalancing():
+            # (Not after any empty poll: the one that waits for a batch to be due is empty
+            # often, and committing there would delay the next batch by a round trip.)
+            self.commit_acknowledged(force=quiet and not came)
         if self._clock() >= self._next_lag_at:
             self._next_lag_at = self._clock() + self._lag_interval_s
             self.update_lag()
@@ -183,6 +200,12 @@ class WorkerLoop:
         except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
             raise BrokerError(f"polling {self._topics.input} failed: {exc!r}") from exc
         waiting_since, self._polled_at = self._polled_at, self._clock()
+        # A record's timestamp (set by its producer, or the broker's append time) on this
+        # clock: kafka-python fetches only when polled, so what arrived while a batch was
+        # published comes one poll late and has waited longer than the poll before. A
+        # timestamp ahead of this host's clock changes nothing; one far behind (a replay, a
+        # producer's slow clock) makes batches due at once, like a backlog.
+        polled_wall_ms = self._wall_ms()
         self._drop_lost_partitions()
         self._rewound.clear()
         for records in polled.values():
@@ -203,7 +226,10 @@ class WorkerLoop:
                 if self._input_check is not None and isinstance(item, Window):
                     item = self._input_check.check(item)
                 nbytes = len(r.value or b"") + len(r.key or b"")
-                full = self._batcher.add(item, nbytes, waiting_since)
+                since = waiting_since
+                if r.timestamp is not None and r.timestamp >= 0:
+                    since = min(since, self._polled_at - (polled_wall_ms - r.timestamp) / 1000.0)
+                full = self._batcher.add(item, nbytes, since)
                 if full is not None:
                     self.process(full)
         return bool(polled)
@@ -218,6 +244,7 @@ class WorkerLoop:
             self._discard(lambda item: (item.topic, item.partition) in owned, "shutdown")
         if len(self._batcher):
             self.process(self._batcher.take())
+        self.commit_acknowledged(force=True)
 
     # ------------------------------------------------------------------ one batch
 
@@ -247,8 +274,13 @@ class WorkerLoop:
         offsets: dict[tuple[str, int], int] = {}
         for item in items:  # records of one partition arrive in offset order
             offsets[(item.topic, item.partition)] = item.offset + 1
+        # At least once, publish only waits for the acknowledgements (no offsets: nothing
+        # to commit); commit_acknowledged commits. A transaction commits with its batch.
+        deferred = not self._delivery.atomic
         try:
-            committed = self._delivery.publish(batch.messages, offsets, reroute=batch.reroute)
+            committed = self._delivery.publish(
+                batch.messages, {} if deferred else offsets, reroute=batch.reroute
+            )
         except ProduceFailed:
             self._metrics.produce_failures.inc()
             raise
@@ -261,10 +293,9 @@ class WorkerLoop:
                 self._replay(items)
             return
         acked_ms = self._wall_ms()
-        # Up to the commit: conservative for at least once (scores are readable at the
-        # acknowledgement), exact for exactly once (readable at the commit).
+        # At least once, scores are readable at the acknowledgement; exactly once, at the
+        # commit, which publish includes.
         self._batcher.published(self._clock() - started)
-        self._committed.update(offsets)
         scored = batch.scored_mask()
         windows = [w for w, ok in zip(windows, scored.tolist(), strict=True) if ok]
         errors = scores.errors[scored]
@@ -274,21 +305,53 @@ class WorkerLoop:
         )
         latencies = (acked_ms - stamps[stamps >= 0]) / 1000.0
         reasons = Counter(r.reason for r in batch.dead_letters())
-        self._metrics.record_batch(
-            BatchReport(
-                consumed=len(items),
-                scored=len(windows),
-                anomalous=int(scores.anomalies[scored].sum()),
-                rejected=reasons,
-                scoring_s=scoring_s,
-                errors=errors,
-                latencies_s=np.maximum(latencies, 0.0),
-            )
+        report = BatchReport(
+            consumed=len(items),
+            scored=len(windows),
+            anomalous=int(scores.anomalies[scored].sum()),
+            rejected=reasons,
+            scoring_s=scoring_s,
+            errors=errors,
+            latencies_s=np.maximum(latencies, 0.0),
         )
-        if self._drift is not None and len(windows):
-            self._drift.add(errors)
-        if self._rollout is not None:
-            self._rollout.committed()
+        count_rollout = self._rollout.take_counts() if self._rollout is not None else None
+
+        def count() -> None:
+            self._metrics.record_batch(report)
+            if self._drift is not None and report.scored:
+                self._drift.add(report.errors)
+            if count_rollout is not None:
+                count_rollout()
+
+        if not deferred:
+            self._committed.update(offsets)
+            count()
+            return
+        self._uncommitted.update(offsets)
+        self._uncounted.append(count)
+        self.commit_acknowledged()
+
+    def commit_acknowledged(self, force: bool = False) -> None:
+        """At least once: commit the acknowledged batches' offsets when
+        ``delivery.commit_interval_ms`` has passed since the last commit (or when ``force``),
+        then count those batches. A commit the group rejected (a rebalance) counts nothing:
+        the partitions' new owners replay from the last commit. Raises ``CommitFailed``."""
+        if not self._uncounted or not (force or self._clock() >= self._commit_due_at):
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        counts, self._uncounted = self._uncounted, []
+        try:
+            committed = self._delivery.commit(offsets)
+        except CommitFailed:
+            self._metrics.commit_failures.inc()
+            raise
+        self._commit_due_at = self._clock() + self._commit_interval_s
+        if not committed:
+            self._metrics.commit_failures.inc()
+            return
+        self._committed.update(offsets)
+        for count in counts:
+            count()
 
     @staticmethod
     def _drop_unscorable(
@@ -376,6 +439,9 @@ class WorkerLoop:
         self._discard(lambda item: (item.topic, item.partition) not in lost, "rebalance")
         for topic, partition in lost:
             self._committed.pop((topic, partition), None)
+            # Acknowledged, not committed: the new owner replays them from the last commit
+            # (their batches are still counted with the next commit: their outputs are out).
+            self._uncommitted.pop((topic, partition), None)
             self._metrics.forget_partition(topic, partition)
 
     def _discard(self, keep: Callable[[Window | Rejected], bool], why: str) -> None:

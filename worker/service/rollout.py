@@ -8,7 +8,7 @@ The loop calls three hooks, all on its own thread:
   is ever scored by two models, and each score record names the model that scored it.
 - ``outputs(windows, scores, kept)`` for each batch: the shadow's records (its own topic)
   and the per-model counts, pending until
-- ``committed()``: the batch is acknowledged and committed; the counts move.
+- ``take_counts()``: the counting of that batch, run once it is committed.
 
 A candidate that fails validation or its self-test is refused (an ERROR log line and
 ``ecg_model_reloads_total{result="refused"}``); the model in place keeps scoring.
@@ -139,7 +139,7 @@ class Rollout:
     ) -> list[Outgoing]:
         """The shadow's records for a batch the primary scored (``scores`` aligned with
         ``windows``; ``kept`` masks the windows whose score records are being published).
-        The per-model counts wait for ``committed()``."""
+        The per-model counts wait for ``take_counts()``."""
         errors, flags = scores.errors, scores.anomalies
         if kept is not None and not kept.all():
             windows = [w for w, ok in zip(windows, kept.tolist(), strict=True) if ok]
@@ -161,22 +161,29 @@ class Rollout:
         )
         return batch.messages
 
-    def committed(self) -> None:
-        """The batch of the last ``outputs`` is committed: count it. (A score the producer
-        then refused, rare, became a dead letter but is still counted here.)"""
-        for role, version, errors, flags, threshold in self._pending:
-            if errors.size == 0:
-                continue
-            self._metrics.scored.labels(role, version).inc(errors.size)
-            self._metrics.anomalous.labels(role, version).inc(int(flags.sum()))
-            if threshold > 0:  # a zero threshold (every window anomalous) has no ratio
-                ratio = errors / np.float32(threshold)
-                self._metrics.error_ratio.observe_many((role, version), ratio)
-        if self._pending_agreement is not None:
-            primary, shadow, counts = self._pending_agreement
-            for outcome, count in counts.items():
-                self._metrics.agreement.labels(primary, shadow, outcome).inc(count)
+    def take_counts(self) -> Callable[[], None]:
+        """The counting of the last ``outputs``' batch, to run once that batch is committed
+        (the worker may commit several acknowledged batches at once). A score the producer
+        then refused, rare, became a dead letter but is still counted."""
+        pending, agreement = self._pending, self._pending_agreement
         self._pending, self._pending_agreement = [], None
+        metrics = self._metrics
+
+        def count() -> None:
+            for role, version, errors, flags, threshold in pending:
+                if errors.size == 0:
+                    continue
+                metrics.scored.labels(role, version).inc(errors.size)
+                metrics.anomalous.labels(role, version).inc(int(flags.sum()))
+                if threshold > 0:  # a zero threshold (every window anomalous) has no ratio
+                    ratio = errors / np.float32(threshold)
+                    metrics.error_ratio.observe_many((role, version), ratio)
+            if agreement is not None:
+                primary, shadow, counts = agreement
+                for outcome, n in counts.items():
+                    metrics.agreement.labels(primary, shadow, outcome).inc(n)
+
+        return count
 
     # ------------------------------------------------------------------ swapping
 
