@@ -281,11 +281,14 @@ def test_acknowledged_batches_are_committed_together_at_most_every_interval(
     assert len(rig.producer.by_topic(SCORES)) == 6
     assert rig.committed() == 2
     assert rig.metric("ecg_windows_consumed_total") == 2
-    rig.clock.advance(1.0)
+    rig.clock.advance(0.998)
     batches_of_two(rig, 1, start=6)
-    assert rig.committed() == 8  # one commit for the three batches
+    assert rig.committed() == 2  # the interval is not up yet
+    rig.clock.advance(0.002)
+    batches_of_two(rig, 1, start=8)
+    assert rig.committed() == 10  # one commit for the four batches
     assert len(rig.consumer.commits) == 2
-    assert rig.metric("ecg_windows_consumed_total") == 8
+    assert rig.metric("ecg_windows_consumed_total") == 10
     # Never ahead of the acknowledgements: each commit follows a flush.
     for i, event in enumerate(rig.events):
         if event == "commit":
@@ -299,8 +302,11 @@ def test_when_the_input_goes_quiet_the_acknowledged_batches_are_committed_at_onc
     batches_of_two(rig, 2)
     assert rig.committed() == 2
     rig.loop.step()  # an empty poll, nothing in hand
+    assert rig.consumer.poll_timeouts[-1] == 50  # as long as a batch wait
     assert rig.committed() == 4
     assert rig.metric("ecg_windows_scored_total") == 4
+    rig.loop.step()  # nothing left to commit: idle polls are long again
+    assert rig.consumer.poll_timeouts[-1] == 200
 
 
 def test_a_batch_still_open_is_not_delayed_by_a_commit(ecg_artifact: EcgArtifact) -> None:

@@ -669,23 +669,23 @@ def test_a_refused_shadow_record_does_not_stop_refused_scores_from_being_replace
 def test_windows_that_arrived_during_the_last_batch_wait_max_wait_ms_from_the_last_poll(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    """Scoring and publishing batch A takes 10 ms; windows B arrive meanwhile. Their batch is
+    """Scoring and publishing batch A takes 6 ms; windows B arrive meanwhile. Their batch is
     due max_wait_ms after the poll that preceded A's processing (not after the poll that
-    returns them, which would make them wait 10 + 50 ms), less the reserve for publishing
-    (10 ms plus three times its deviation, 5 ms after one batch): their scores are out within
+    returns them, which would make them wait 6 + 50 ms), less the reserve for publishing
+    (6 ms plus three times its deviation, 3 ms after one batch): their scores are out within
     50 ms of when they could first have been seen."""
     clock = FakeClock()
-    rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.010), clock=clock)
+    rig = Rig(ecg_artifact, scorer=TimedScorer(ecg_artifact, clock, 0.006), clock=clock)
     rig.consumer.feed(record(i) for i in range(3))
     rig.loop.step()  # A polled; its batch is open
     rig.loop.step()  # an idle poll until A is due (nothing published yet: no reserve)
     assert rig.consumer.poll_timeouts[-1] == 50
-    assert rig.scored_ids() == ["w-0", "w-1", "w-2"]  # scored in 10 ms
+    assert rig.scored_ids() == ["w-0", "w-1", "w-2"]  # scored in 6 ms
     rig.consumer.feed(record(i) for i in range(3, 6))
-    rig.loop.step()  # B polled 10 ms after the last poll
+    rig.loop.step()  # B polled 6 ms after the last poll
     assert len(rig.scored_ids()) == 3
-    rig.loop.step()  # an idle poll: 50 - (10 + 3 * 5) (publishing) - 10 (waited already)
-    assert rig.consumer.poll_timeouts[-1] == 15
+    rig.loop.step()  # an idle poll: 50 - (6 + 3 * 3) (publishing) - 6 (waited already)
+    assert rig.consumer.poll_timeouts[-1] == 29
     assert rig.scored_ids() == [f"w-{i}" for i in range(6)]
 
 
@@ -705,6 +705,13 @@ def test_a_window_older_than_the_poll_before_is_due_by_its_own_timestamp(
     late.consumer.feed([record(0, timestamp=WALL_MS - 80)])  # waited longer than max_wait_ms
     late.loop.step()
     assert late.scored_ids() == ["w-0"]  # no wait at all
+
+    unstamped = Rig(ecg_artifact)
+    unstamped.consumer.feed([record(0, timestamp=-1)])  # no timestamp (old message format)
+    unstamped.loop.step()
+    unstamped.loop.step()
+    assert unstamped.consumer.poll_timeouts[-1] == 50  # waits from the poll
+    assert unstamped.scored_ids() == ["w-0"]
 
     ahead = Rig(ecg_artifact)
     ahead.consumer.feed([record(0, timestamp=WALL_MS + 60_000)])  # its producer's clock is fast
