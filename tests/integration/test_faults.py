@@ -299,14 +299,21 @@ def test_kill9_worker_mid_batch_then_restart(fault_env: Env, mode: str, kafka_li
     env.library = kafka_library
     bootstrap = env.broker.bootstrap_servers
     n = 3000 * ROUNDS
-    stream = Stream(bootstrap, env.topics.input, n, per_s=1500, tag="k9").start()
     # A static member with a stable transactional id: the restart fences the dead one.
     config = {**mode_config(mode, instance="w0"), "batching": {"max_batch_size": 32}}
     worker = env.worker(**config)
     worker.wait_ready()
+    # Started once the worker is ready (3 s a round), so that windows still arrive after
+    # each kill: a worker that had scored and committed everything would leave nothing to
+    # recover.
+    stream = Stream(bootstrap, env.topics.input, n, per_s=1000, tag="k9").start()
     recoveries = []
     for _ in range(ROUNDS):
-        wait_for(lambda w=worker: scored(w) >= 600, 60, "600 windows consumed", worker)
+        # Window counters move at a commit; the first batch is committed at once, the next
+        # ones a second later (delivery.commit_interval_ms). Killed 0.3 s after the first,
+        # an at-least-once worker holds acknowledged batches that are not committed yet.
+        wait_for(lambda w=worker: scored(w) >= 1, 60, "a first batch committed", worker)
+        time.sleep(0.3)
         worker.kill()  # SIGKILL: no flush, no commit, no leave-group
         killed_ms = time.time_ns() // 1_000_000
         worker = env.worker(**config)
