@@ -157,9 +157,11 @@ class AtLeastOnceDelivery:
         """Deliver one batch. ``offsets`` maps (topic, partition) to the next offset to read.
 
         Records refused one by one go through ``reroute`` (at most ``MAX_REROUTES`` rounds)
-        and their replacements are sent before the commit. Returns True when committed,
-        False when the group rebalanced before the commit (outputs acknowledged; the new
-        owner replays). Raises ``ProduceFailed`` (nothing committed) or ``CommitFailed``.
+        and their replacements are sent before the commit. Empty ``offsets``: publish and
+        check the acknowledgements only (the loop commits later, with ``commit``). Returns
+        True when committed (or nothing to commit), False when the group rebalanced before
+        the commit (outputs acknowledged; the new owner replays). Raises ``ProduceFailed``
+        (nothing committed) or ``CommitFailed``.
         """
         refused = self._send_all(messages)
         rounds = 0
