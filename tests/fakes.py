@@ -202,6 +202,11 @@ class FakeConsumer:
             raise IllegalStateError("Subscription to topics and manual assignment are exclusive")
         self._assignment = set(partitions)
 
+    def topics(self) -> set[str]:
+        """The topics the broker knows (kafka-python fetches fresh metadata for this)."""
+        with self.broker.lock:
+            return set(self.broker.partition_counts)
+
     def assignment(self) -> set[TopicPartition]:
         return set(self._owned())
 
@@ -311,10 +316,13 @@ class FakeConsumer:
         return self._positions[tp]
 
     def _maybe_rebalance(self) -> None:
-        new = self.pending_assignment
+        # Under the broker's lock: another member subscribing (another thread) may be setting
+        # a newer assignment at this moment.
+        with self.broker.lock:
+            new = self.pending_assignment
+            self.pending_assignment = None
         if new is None:
             return
-        self.pending_assignment = None
         old = self._owned()
         listener = self.listener
         if self._lose_next:

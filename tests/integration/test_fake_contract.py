@@ -7,6 +7,7 @@ that passes against a fake the real client would fail is what this guards agains
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -233,30 +234,69 @@ def owned(recorder: Recorder) -> frozenset[int] | None:
     return assigned[-1] if assigned else None
 
 
+def subscribe(consumer: Any, topic: str, listener: Recorder) -> None:
+    """Subscribe as the worker does (worker/service/kafka_io.py): with the topic's metadata
+    fetched before the first poll joins. Otherwise the leader may assign from a snapshot
+    without the topic created a moment ago, and the second rebalance that follows can leave
+    kafka-python 3.0.12's member stuck: a CI run waited 60 s for it."""
+    consumer.subscribe([topic], listener=listener)
+    assert topic in consumer.topics()
+
+
+@contextlib.contextmanager
+def polling(consumer: Any, subscribe_to: tuple[str, Recorder] | None = None) -> Iterator[None]:
+    """Poll ``consumer`` from a thread of its own (which subscribes it first, if asked: a
+    kafka-python consumer is used from one thread only) until the block ends."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if subscribe_to is not None:
+                subscribe(consumer, *subscribe_to)
+            while not stop.is_set():
+                consumer.poll(timeout_ms=200)
+                time.sleep(0.01)  # a fake's poll returns at once
+        except BaseException as e:  # re-raised in the test's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=WAIT_S)
+    assert not thread.is_alive(), "a consumer's poll did not return"
+    if errors:
+        raise errors[0]
+
+
 def test_a_second_consumer_joining_rebalances_the_first_through_its_listener(
     cluster: Any,
 ) -> None:
     topic = cluster.topic(partitions=2)
     first, second = cluster.consumer(), cluster.consumer()
     first_calls, second_calls = Recorder(), Recorder()
-    first.subscribe([topic], listener=first_calls)
+    subscribe(first, topic, first_calls)
     deadline = time.monotonic() + WAIT_S
-    # A real group may first assign nothing (metadata of a topic created a moment ago) and
-    # rebalance again once it sees the partitions: wait until the first member owns both.
+    # The first join of a real group takes a few polls: wait until the first member owns both.
     while owned(first_calls) != {0, 1}:
         assert time.monotonic() < deadline, first_calls.calls
         first.poll(timeout_ms=200)
     joined_at = len(first_calls.calls)
-    second.subscribe([topic], listener=second_calls)
-    while not (
-        len(first_calls.calls) > joined_at + 1
-        and owned(first_calls)
-        and owned(second_calls)
-        and len(owned(first_calls) or ()) == len(owned(second_calls) or ()) == 1
-    ):
-        assert time.monotonic() < deadline, (first_calls.calls, second_calls.calls)
-        first.poll(timeout_ms=200)
-        second.poll(timeout_ms=200)
+    # Each member polls from its own thread, as two workers would: polled in turn from one
+    # thread, each sat out the other's 200 ms poll and a loaded CI host saw the group
+    # rebalance over and over for a minute.
+    with polling(first), polling(second, subscribe_to=(topic, second_calls)):
+        while not (
+            len(first_calls.calls) > joined_at + 1
+            and owned(first_calls)
+            and owned(second_calls)
+            and len(owned(first_calls) or ()) == len(owned(second_calls) or ()) == 1
+        ):
+            assert time.monotonic() < deadline, (first_calls.calls, second_calls.calls)
+            time.sleep(0.05)
     # Eager protocol: the first member gives everything back, then each gets its share.
     assert first_calls.calls[joined_at] == ("revoked", frozenset({0, 1}))
     assert second_calls.calls[0] == ("revoked", frozenset())
@@ -271,12 +311,12 @@ def test_a_member_that_has_not_rejoined_yet_still_commits(cluster: Any) -> None:
     tp = TopicPartition(topic, 0)
     first, second = cluster.consumer(), cluster.consumer()
     first_calls, second_calls = Recorder(), Recorder()
-    first.subscribe([topic], listener=first_calls)
+    subscribe(first, topic, first_calls)
     deadline = time.monotonic() + WAIT_S
     while first_calls.assignments() < 1:
         assert time.monotonic() < deadline, first_calls.calls
         first.poll(timeout_ms=200)
-    second.subscribe([topic], listener=second_calls)
+    subscribe(second, topic, second_calls)
     joining = threading.Thread(target=lambda: second.poll(timeout_ms=5000), daemon=True)
     joining.start()  # its join waits for the first member to rejoin
     time.sleep(cluster.heartbeat_s)  # the first has heard of the rebalance by now
