@@ -139,6 +139,9 @@ class FakeBroker:
 class FakeConsumer:
     """A consumer over a ``FakeBroker``'s partitions; ``poll`` hands out records in order.
 
+    ``poll_batch`` is how many records the consumer holds at a time (the rest not fetched
+    yet): a poll returns at most that many, however many it asks for.
+
     Strictness knobs: ``fail_commit`` (raised by every commit), ``poll_errors`` (raised by
     the next polls, one each), ``on_poll`` (callables run at the start of the next poll),
     ``schedule_rebalance`` (the next poll calls the rebalance listener).

@@ -3,7 +3,7 @@ runner results (the benchmark itself needs a broker and minutes, so it is not a 
 
 from __future__ import annotations
 
-from benchmarks.bench import Latency, RunResult, Target, ratio, render, targets
+from benchmarks.bench import Latency, RunResult, Target, median_round, ratio, render, targets
 
 MACHINE = {"cpu": "test CPU, 2 cores"}
 SETUP = {"windows": 1000, "partitions": 2, "rounds": 2}
@@ -92,3 +92,20 @@ def test_report_shows_ratios_stalls_and_unavailable_backends() -> None:
     assert "N/A   p99 end-to-end latency of the worker on confluent-kafka at that load" in text
     assert "FAIL  p99 end-to-end latency of the worker on confluent-kafka at half its own" in text
     assert "| ecg-worker on confluent-kafka, at half of its own best rate | 2,000 | 20,000 " in text
+
+
+def test_latency_keeps_the_median_round_by_p99_and_lists_every_round() -> None:
+    rounds = [
+        Latency(950.0, 9500, 33.0, 131.0, 180.0, 200.0),
+        Latency(950.0, 9500, 31.0, 52.0, 70.0, 75.0),
+        Latency(950.0, 9500, 32.0, 64.0, 90.0, 99.0),
+    ]
+    median = median_round(rounds)
+    assert (median.p50_ms, median.p99_ms, median.max_ms) == (32.0, 64.0, 99.0)  # one real run
+    assert median.p99_rounds_ms == [131.0, 52.0, 64.0]
+    assert median_round(rounds[:2]).p99_ms == 131.0  # of two, the worse: a tail not hidden
+
+    text = render(MACHINE, {}, {}, {"worker": median}, None, SETUP)
+    assert "Each ran 3 times, the rounds interleaved" in text
+    assert "| 32.0 ms | 64.0 ms | 90.0 ms | 99.0 ms | 131, 52, 64 |" in text
+    assert "PASS  p99 end-to-end latency of the worker on kafka-python" in text

@@ -111,7 +111,8 @@ def test_every_record_ends_as_exactly_one_score_or_dead_letter(ecg_artifact: Ecg
     for offset, r in enumerate(records):
         r.offset = offset
     rig.consumer.feed(records)
-    rig.loop.step()
+    for _ in range(4):  # three full batches of four, then two due
+        rig.loop.step()
     rig.clock.advance(0.05)
     rig.loop.step()
     scores = [decode_score(s.value) for s in rig.producer.by_topic(SCORES)]
@@ -197,6 +198,7 @@ def test_commit_happens_only_after_every_send_is_acknowledged(ecg_artifact: EcgA
     rig = Rig(ecg_artifact, max_batch_size=3)
     windows = synthetic_windows(6)
     rig.consumer.feed(window_record(i, windows[i]) for i in range(6))
+    rig.loop.step()
     rig.loop.step()
     # Two batches of three: sends, flush, commit - never a commit before its flush.
     assert rig.events.count("commit") == 2
@@ -432,7 +434,10 @@ def test_batch_closes_on_size_without_waiting(ecg_artifact: EcgArtifact) -> None
     windows = synthetic_windows(12)
     rig.consumer.feed(window_record(i, windows[i]) for i in range(12))
     rig.loop.step()
-    assert rig.committed() == 10  # two full batches; two records still in hand
+    rig.loop.step()
+    assert rig.committed() == 10  # a full batch per step, without waiting
+    rig.loop.step()
+    assert rig.committed() == 10  # the last two are in hand until due
     assert rig.metric("ecg_batch_size_windows_count") == 2
 
 

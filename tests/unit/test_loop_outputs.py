@@ -512,9 +512,13 @@ def test_an_aborted_batch_is_read_again_from_the_last_commit(
     ecg_artifact: EcgArtifact, caplog: pytest.LogCaptureFixture
 ) -> None:
     delivery = AbortingDelivery()
-    rig = Rig(ecg_artifact, with_config(batching=BatchingConfig(3, 10_000)), delivery=delivery)
+    p0 = [record(i, partition=0, offset=10 + i) for i in range(4)]
+    # A batch closes on bytes in the middle of a poll: at P0's third record.
+    three = LimitsConfig(max_batch_bytes=sum(len(r.value) + len(r.key) for r in p0[:3]))
+    config = with_config(batching=BatchingConfig(10, 10_000), limits=three)
+    rig = Rig(ecg_artifact, config, delivery=delivery)
     rig.consumer.committed_offsets[P0] = 9  # offset 9 was compacted away; P1 never committed
-    rig.consumer.feed(record(i, partition=0, offset=10 + i) for i in range(4))
+    rig.consumer.feed(p0)
     rig.consumer.feed([record(9, partition=1, offset=7)])
     with caplog.at_level(logging.INFO, "worker.service.loop"):
         rig.loop.step()
@@ -721,46 +725,62 @@ def test_a_window_older_than_the_poll_before_is_due_by_its_own_timestamp(
     assert ahead.scored_ids() == ["w-0"]
 
 
-def waiting_records(artifact: EcgArtifact, max_batch_size: int, poll_batch: int, count: int) -> Rig:
+def waiting_records(
+    artifact: EcgArtifact,
+    max_batch_size: int,
+    poll_batch: int,
+    count: int,
+    limits: LimitsConfig | None = None,
+) -> Rig:
     """A loop (max_wait_ms 50) behind ``count`` records that have been waiting for 100 ms,
-    on a consumer whose polls return at most ``poll_batch`` (as max_poll_records would)."""
-    rig = Rig(artifact, config=with_config(batching=BatchingConfig(max_batch_size, 50)))
+    on a consumer that holds ``poll_batch`` of them at a time (the rest not fetched yet)."""
+    config = with_config(batching=BatchingConfig(max_batch_size, 50))
+    rig = Rig(artifact, config=replace(config, limits=limits or config.limits))
     rig.consumer.poll_batch = poll_batch
-    rig.consumer.feed(record(i) for i in range(count))
+    rig.consumer.feed(record(i, timestamp=WALL_MS - 100) for i in range(count))
     rig.clock.advance(0.100)
     return rig
 
 
-def test_a_due_batch_takes_what_the_consumer_holds_without_waiting_up_to_max_size(
+def test_a_poll_asks_for_what_fits_in_the_batch_and_leaves_the_rest_in_the_consumer(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    """Behind the log (each poll returns at most 3 here, as max_poll_records would), a due
-    batch is topped up by polls that do not wait, to max_batch_size: batches stay large. A
-    top-up asks for no more than fits, so the rest stays in the consumer, not in hand."""
-    rig = waiting_records(ecg_artifact, max_batch_size=10, poll_batch=3, count=13)
+    """Behind the log, one poll fills the batch to max_batch_size; nothing more is taken
+    into hand, so a shutdown right after it has nothing left to publish."""
+    rig = waiting_records(ecg_artifact, max_batch_size=10, poll_batch=1000, count=13)
     rig.loop.step()
     assert rig.metric("ecg_batch_size_windows_count") == 1
     assert rig.metric("ecg_batch_size_windows_sum") == 10
-    assert rig.consumer.poll_timeouts[1:] == [0, 0, 0]  # 3 + 3 + 3 + 1: none waited
+    assert len(rig.consumer.poll_timeouts) == 1
     assert rig.consumer.committed_offsets == {P0: 10}
     rig.loop.drain()  # a shutdown now: nothing was in hand beyond the batch
     assert rig.consumer.committed_offsets == {P0: 10}
 
 
-def test_a_due_batch_stops_topping_up_when_the_consumer_is_caught_up(
+def test_a_due_batch_is_published_once_a_poll_returns_fewer_records_than_it_asked_for(
     ecg_artifact: EcgArtifact,
 ) -> None:
+    """Fewer than asked: the consumer held no more, and polling again would wait for the
+    network while the due batch waits (a fast stream always has a few more)."""
     rig = waiting_records(ecg_artifact, max_batch_size=100, poll_batch=4, count=6)
     rig.loop.step()
-    assert rig.metric("ecg_batch_size_windows_sum") == 6  # 4 + 2, then an empty poll
-    assert rig.consumer.poll_timeouts[1:] == [0, 0]
+    assert rig.metric("ecg_batch_size_windows_sum") == 4
+    assert len(rig.consumer.poll_timeouts) == 1
+    rig.loop.step()  # the other two, into the next batch
+    rig.loop.drain()
+    assert rig.metric("ecg_batch_size_windows_sum") == 6
 
 
-def test_topping_up_is_bounded_so_that_a_step_returns_under_endless_input(
+def test_a_remainder_left_by_max_batch_bytes_is_topped_up_without_waiting_but_boundedly(
     ecg_artifact: EcgArtifact,
 ) -> None:
-    """A step must come back (heartbeat, stop, rollout) even when every poll has more."""
-    rig = waiting_records(ecg_artifact, max_batch_size=1000, poll_batch=1, count=100)
+    """A batch closed on max_batch_bytes leaves a due remainder: polls that do not wait top
+    it up while each returns all it asked for; a step still comes back (heartbeat, stop,
+    rollout) when every one does."""
+    smallest = min(len(record(i).value) + len(b"dev") for i in range(100))
+    two_records = LimitsConfig(max_batch_bytes=2 * smallest)
+    rig = waiting_records(ecg_artifact, 3, poll_batch=1000, count=100, limits=two_records)
     rig.loop.step()
-    assert len(rig.consumer.poll_timeouts) == 1 + MAX_TOP_UP_POLLS
-    assert rig.metric("ecg_batch_size_windows_sum") == 1 + MAX_TOP_UP_POLLS
+    assert rig.consumer.poll_timeouts[1:] == [0] * MAX_TOP_UP_POLLS
+    # All that was polled is published: pairs closed on bytes, then the due remainder.
+    assert rig.metric("ecg_batch_size_windows_sum") == 3 + 2 * MAX_TOP_UP_POLLS

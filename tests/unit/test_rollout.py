@@ -175,7 +175,8 @@ def test_per_model_counts_move_when_their_batch_is_committed(tmp_path: Path) -> 
     rig = Rig(tmp_path)
     version = rig.artifact.model_version
     rig.send(synthetic_windows(8, seed=1))
-    rig.loop.step()  # two full batches: the first is committed at once, the second waits
+    rig.loop.step()  # a full batch, committed at once (the first commit is due)
+    rig.loop.step()  # another: published, its commit waits for commit_interval_ms
     assert len(rig.producer.by_topic(SCORES)) == 8
     assert rig.value("ecg_model_windows_scored_total", role="primary", model_version=version) == 4
     rig.loop.step()  # the input went quiet: committed, counted

@@ -60,7 +60,8 @@ IDLE_POLL_MS = 200
 # Poll timeout while a rebalance holds back a due batch: poll completes the rebalance, and
 # a zero timeout would spin the CPU until it does.
 REBALANCE_POLL_MS = 100
-# Polls without waiting that may top up a due batch (each returns at most max_poll_records).
+# Polls without waiting that may top up a due batch: a bound for when each returns all it
+# asked for and a batch closes on max_batch_bytes first, so that a step comes back.
 MAX_TOP_UP_POLLS = 16
 # Records whose key + value are this far below max_request_size need no exact size check.
 SIZE_CHECK_SLACK_BYTES = 8192
@@ -175,13 +176,19 @@ class WorkerLoop:
         timeout_ms = self._batcher.time_left_ms(idle_ms)
         if self._tracker.rebalancing():
             timeout_ms = max(timeout_ms, REBALANCE_POLL_MS)
-        got = came = self._poll_into_batch(timeout_ms, None)
-        # A due batch first takes, without waiting, what the consumer already holds (up to
-        # max_batch_size): behind, batches stay large; caught up, the next poll is empty.
+        # A poll asks for what fits in the batch. One that returns fewer has emptied what
+        # the consumer held: polling again would wait for the network and chase a fast
+        # stream (at 5,700 windows/s each such poll brought 15-60 records in 2-7 ms and held
+        # due batches 20-30 ms: docs/benchmarks.md, "Latency"). One that returns all it
+        # asked for filled the batch, or left a due remainder when the batch closed on
+        # max_batch_bytes: that remainder takes what the consumer holds without waiting.
+        wanted = self._batcher.max_size - len(self._batcher)
+        got = came = self._poll_into_batch(timeout_ms, wanted)
         for _ in range(MAX_TOP_UP_POLLS):
-            if not (got and self._batcher.due()) or self._tracker.rebalancing():
+            if got < wanted or not self._batcher.due() or self._tracker.rebalancing():
                 break
-            got = self._poll_into_batch(0, self._batcher.max_size - len(self._batcher))
+            wanted = self._batcher.max_size - len(self._batcher)
+            got = self._poll_into_batch(0, wanted)
         if self._batcher.due() and not self._tracker.rebalancing():
             self.process(self._batcher.take())
         if not self._tracker.rebalancing():
@@ -192,9 +199,9 @@ class WorkerLoop:
             self._next_lag_at = self._clock() + self._lag_interval_s
             self.update_lag()
 
-    def _poll_into_batch(self, timeout_ms: int, max_records: int | None) -> bool:
+    def _poll_into_batch(self, timeout_ms: int, max_records: int | None) -> int:
         """Poll once; decode what came into the batcher (delivering batches that fill up);
-        return whether the poll returned any record."""
+        return how many records the poll returned."""
         try:
             polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:  # e.g. not authorised: exit 1 with one line, no traceback
@@ -232,7 +239,7 @@ class WorkerLoop:
                 full = self._batcher.add(item, nbytes, since)
                 if full is not None:
                     self.process(full)
-        return bool(polled)
+        return sum(len(records) for records in polled.values())
 
     def drain(self) -> None:
         """Deliver the batch in hand (used on shutdown)."""
