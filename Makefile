@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .local/kafka/libs
 
-.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration faults soak lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop kafka-start-secure kafka-stop-secure
+.PHONY: help setup system venv kafka-libs helm helm-lint demo test unit integration faults soak lint format typecheck bench bench-acceptance bench-reliability train clean kafka-start kafka-stop kafka-clean kafka-start-secure kafka-stop-secure
 
 help:
 	@echo "make demo   - end to end: local Kafka, train (if needed), worker, replay, summary"
 	@echo "make test   - install everything, lint, type-check, run the whole test suite"
 	@echo "make test-kernels - the score-agreement tests under forced OpenBLAS kernels"
 	@echo "make mutation [MODULES=codec,batcher] - mutation testing, kill rate per module"
-	@echo "make unit | integration | faults | soak | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | helm-lint | clean"
+	@echo "make unit | integration | faults | soak | lint | typecheck | bench | bench-acceptance | bench-reliability | train | kafka-start | kafka-stop | kafka-clean | helm-lint | clean"
 
 setup: system venv kafka-libs helm
 
@@ -106,6 +106,10 @@ kafka-start: kafka-libs
 
 kafka-stop:
 	bash deploy/kafka/local-kafka.sh stop
+
+# Stops the local broker and deletes its topics and data (.local/kafka/9092).
+kafka-clean:
+	bash deploy/kafka/local-kafka.sh clean
 
 # A second local broker with a SASL_SSL listener on 127.0.0.1:9096 and ACLs (docs/security.md);
 # its CA and users are in .local/kafka/secure/security/.

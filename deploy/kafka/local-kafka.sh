@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node Apache Kafka (KRaft, broker + controller in one JVM) for development and tests.
 #
-#   local-kafka.sh [options] fetch|start|stop|status|logs [-f]
+#   local-kafka.sh [options] fetch|start|stop|status|logs [-f]|clean
 #
 # Options (each also read from the environment variable shown; flags win):
 #   --port N             KAFKA_PORT             client port on 127.0.0.1 (default 9092)
@@ -25,12 +25,14 @@
 # stop    stops the broker gracefully (SIGTERM, waits; SIGKILL after the stop timeout).
 # status  exit 0 when the broker runs and answers, 1 otherwise.
 # logs    prints the end of the broker log (-f follows it).
+# clean   stops the broker and deletes its data directory (topics, offsets, logs): a
+#         development broker grows with every bench run. The next start formats afresh.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "local-kafka: $*" >&2; exit 1; }
 
 port="${KAFKA_PORT:-9092}"
@@ -56,7 +58,7 @@ while [ $# -gt 0 ]; do
     --scram-users) scram_users_file="${2:?--scram-users needs a value}"; shift 2 ;;
     -f|--follow) follow=1; shift ;;
     -h|--help|help) usage; exit 0 ;;
-    fetch|start|stop|status|logs)
+    fetch|start|stop|status|logs|clean)
       [ -z "$command" ] || die "one command at a time (got '$command' and '$1')"
       command="$1"; shift ;;
     *) usage >&2; die "unknown argument '$1'" ;;
@@ -406,6 +408,21 @@ stop() {
   echo "local-kafka: stopped (pid $pid)" >&2
 }
 
+clean() {
+  if [ ! -e "$data_dir" ]; then
+    echo "local-kafka: nothing to clean ($data_dir does not exist)" >&2
+    return 0
+  fi
+  # Only a directory this script made: --data-dir may point anywhere.
+  [ -f "$props" ] || [ -d "$data_dir/data" ] \
+    || die "$data_dir holds no local-kafka broker (no server.properties, no data/); not deleting it"
+  stop
+  local size
+  size="$(du -sh "$data_dir" 2>/dev/null | cut -f1)"
+  rm -rf "$data_dir"
+  echo "local-kafka: deleted $data_dir (${size:-?}); the next start formats new storage" >&2
+}
+
 status() {
   local pid
   if pid="$(running_pid)"; then
@@ -432,4 +449,5 @@ case "$command" in
   stop) stop ;;
   status) status ;;
   logs) logs ;;
+  clean) clean ;;
 esac

@@ -175,6 +175,9 @@ def test_stop_status_logs_and_restart_keeps_topics(tmp_path: Path) -> None:
         stop_again = broker.script("stop")
         restarted = broker.script("start")
         received = _read_all(broker.bootstrap_servers, topic, 1)
+        cleaned = broker.script("clean")  # while running: stops it first
+        data_left = broker.data_dir.exists()
+        status_after_clean = broker.script("status")
     finally:
         broker.stop()
 
@@ -186,3 +189,27 @@ def test_stop_status_logs_and_restart_keeps_topics(tmp_path: Path) -> None:
     assert stop_again.returncode == 0
     assert restarted.returncode == 0, restarted.stderr + broker.log_tail()
     assert received == [(None, b"kept")]
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not data_left
+    assert status_after_clean.returncode == 1
+
+
+def test_clean_deletes_only_a_directory_the_script_made(tmp_path: Path) -> None:
+    mine = tmp_path / "not-a-broker"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep me")
+    broker = KafkaBroker(free_port(), free_port(), mine, {})
+    broker.env.update(
+        {
+            **os.environ,
+            "KAFKA_PORT": str(broker.port),
+            "KAFKA_CONTROLLER_PORT": str(broker.controller_port),
+            "KAFKA_DATA_DIR": str(mine),
+        }
+    )
+    refused = broker.script("clean")
+    assert refused.returncode == 1
+    assert f"{mine} holds no local-kafka broker" in refused.stderr
+    assert (mine / "precious.txt").read_text() == "keep me"
+    broker.env["KAFKA_DATA_DIR"] = str(tmp_path / "never-made")
+    assert broker.script("clean").returncode == 0  # nothing to clean is fine

@@ -154,6 +154,10 @@ def test_client_passthrough_rejects_unknown_and_reserved_keys(tmp_path: Path) ->
     path = write(tmp_path, "kafka:\n  client:\n    acks: 1\n")
     with pytest.raises(ConfigError, match="acks is set by the worker itself"):
         WorkerConfig.from_yaml(path, env={})
+    # Each poll asks for what fits in the batch: the setting would do nothing.
+    path = write(tmp_path, "kafka:\n  client:\n    max_poll_records: 100\n")
+    with pytest.raises(ConfigError, match="max_poll_records is set by the worker itself"):
+        WorkerConfig.from_yaml(path, env={})
 
 
 def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:

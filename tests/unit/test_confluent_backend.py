@@ -99,6 +99,7 @@ def test_unknown_librdkafka_keys_are_named(key: str, message: str) -> None:
         "isolation.level",
         "group.instance.id",
         "enable.partition.eof",
+        "max.poll.records",  # each poll asks for what fits in the batch
     ],
 )
 def test_settings_the_worker_owns_are_refused(key: str) -> None:

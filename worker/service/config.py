@@ -27,7 +27,8 @@ from worker.core.errors import ConfigError
 from worker.service import confluent_settings, secrets
 
 # kafka-python settings the worker owns: passing them through would break the delivery
-# protocol (auto-commit, acks) or the wire format (serialisers).
+# protocol (auto-commit, acks) or the wire format (serialisers), or would do nothing
+# (max_poll_records: each poll asks for what fits in the batch, batching.max_batch_size).
 RESERVED_CLIENT_KEYS = frozenset(
     {
         "bootstrap_servers",
@@ -52,6 +53,7 @@ RESERVED_CLIENT_KEYS = frozenset(
         "transactional_id",
         "isolation_level",
         "group_instance_id",
+        "max_poll_records",
     }
 )
 CONSUMER_KEYS = frozenset(KafkaConsumer.DEFAULT_CONFIG)

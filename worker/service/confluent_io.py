@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 # librdkafka's own log lines go through Python logging (and its secret redaction).
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
-# Most records one ``poll`` returns unless ``max.poll.records`` says otherwise (as
-# kafka-python's max_poll_records, default 500).
+# Most records one ``poll`` returns when not told (as kafka-python's max_poll_records; the
+# worker's loop always tells).
 MAX_POLL_RECORDS = 500
 # Errors kept for the start-up diagnosis (a long run's broker restarts must not pile up).
 KEPT_ERRORS = 32
@@ -632,7 +632,7 @@ def connect(config: WorkerConfig, tracker: PartitionTracker) -> ConfluentClients
         consumer=ConfluentConsumer(
             consumer,
             config.startup.timeout_ms / 1000.0,
-            int(config.kafka.client.get("max.poll.records", MAX_POLL_RECORDS)),
+            MAX_POLL_RECORDS,
         ),
         producer=ConfluentProducer(producer, timeout_s),
         cooperative=incremental,

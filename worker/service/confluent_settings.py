@@ -59,7 +59,7 @@ auto.commit.interval.ms check.crcs consume.callback.max.messages
 coordinator.query.interval.ms fetch.error.backoff.ms fetch.max.bytes
 fetch.message.max.bytes fetch.min.bytes fetch.queue.backoff.ms fetch.wait.max.ms
 group.protocol group.protocol.type group.remote.assignor heartbeat.interval.ms
-max.partition.fetch.bytes max.poll.interval.ms max.poll.records
+max.partition.fetch.bytes max.poll.interval.ms
 partition.assignment.strategy queued.max.messages.kbytes queued.min.messages
 session.timeout.ms
 """
@@ -76,7 +76,8 @@ PRODUCER_KEYS = frozenset((_BOTH + _PRODUCER).split())
 
 # Settings the worker owns, the concepts of ``config.RESERVED_CLIENT_KEYS``: where to connect
 # and as whom, the group, offsets and acknowledgements (the delivery protocol), transactions,
-# and callbacks or native pointers (which a YAML file cannot hold anyway).
+# callbacks or native pointers (which a YAML file cannot hold anyway), and the records per
+# poll (each poll asks for what fits in the batch).
 _RESERVED = """
 bootstrap.servers metadata.broker.list client.id group.id group.instance.id
 enable.auto.commit auto.commit.enable enable.auto.offset.store auto.offset.reset
@@ -87,7 +88,7 @@ background_event_cb socket_cb connect_cb closesocket_cb open_cb resolve_cb opaqu
 default_topic_conf consume_cb rebalance_cb offset_commit_cb dr_cb dr_msg_cb partitioner
 partitioner_cb msg_order_cmp oauthbearer_token_refresh_cb ssl.certificate.verify_cb
 ssl_engine_callback_data interceptors internal.termination.signal ssl_key ssl_certificate
-ssl_ca share.acknowledgement.mode
+ssl_ca share.acknowledgement.mode max.poll.records
 """
 RESERVED_KEYS = frozenset(_RESERVED.split())
 CLIENT_KEYS = (CONSUMER_KEYS | PRODUCER_KEYS) - RESERVED_KEYS
