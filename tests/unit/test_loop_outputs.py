@@ -757,6 +757,20 @@ def test_a_poll_asks_for_what_fits_in_the_batch_and_leaves_the_rest_in_the_consu
     assert rig.consumer.committed_offsets == {P0: 10}
 
 
+def test_a_poll_asks_only_for_the_room_left_by_the_records_in_hand(
+    ecg_artifact: EcgArtifact,
+) -> None:
+    rig = Rig(ecg_artifact, config=with_config(batching=BatchingConfig(10, 50)))
+    rig.consumer.feed(record(i) for i in range(3))
+    rig.loop.step()  # three in hand, not due yet
+    assert rig.metric("ecg_batch_size_windows_count") == 0
+    rig.consumer.feed(record(i) for i in range(3, 13))
+    rig.loop.step()  # asks for 7: the batch is full, the other 3 stay in the consumer
+    assert rig.consumer.committed_offsets == {P0: 10}
+    rig.loop.drain()
+    assert rig.consumer.committed_offsets == {P0: 10}
+
+
 def test_a_due_batch_is_published_once_a_poll_returns_fewer_records_than_it_asked_for(
     ecg_artifact: EcgArtifact,
 ) -> None:
