@@ -7,6 +7,11 @@
 record. A record that is not a readable alert prints a line starting with ``!!`` naming
 where it is and what is wrong, and the command carries on. Control characters in ids, keys
 and messages are printed escaped (``\\x1b``), never sent to the terminal as they are.
+
+An alert for a window already alerted on (the same ``source`` topic, partition and offset)
+is not printed again: a worker that restarts or takes over partitions replays up to
+``delivery.commit_interval_ms`` of acknowledged windows, and their alerts come twice.
+``--show-repeats`` prints them too.
 """
 
 from __future__ import annotations
@@ -41,6 +46,36 @@ DEFAULT_TOPIC = ANOMALIES_TOPIC
 
 # A record that is not a readable alert: the wire format's own error (names the field).
 AlertFormatError = ScoreFormatError
+# Sources of the most recent alerts remembered to recognise a replay: a worker's replay
+# reaches back one commit interval (seconds), and this is minutes of alerts at a high rate
+# in a few tens of MB.
+REMEMBERED_SOURCES = 200_000
+
+
+class RepeatFilter:
+    """Recognises alerts for windows already seen, by their source (topic, partition,
+    offset), remembering the ``capacity`` sources seen most recently."""
+
+    def __init__(self, capacity: int = REMEMBERED_SOURCES) -> None:
+        self.capacity = capacity
+        self._seen: dict[tuple[str, int, int], None] = {}  # insertion-ordered: oldest first
+
+    def first_time(self, score: Score) -> bool:
+        """True unless an alert for the same source window was seen (an alert without a
+        source is always new)."""
+        source = score.source
+        if source is None:
+            return True
+        where = (source.topic, source.partition, source.offset)
+        seen = where in self._seen
+        if seen:
+            del self._seen[where]  # re-inserted below: now the most recent
+        self._seen[where] = None
+        if seen:
+            return False
+        if len(self._seen) > self.capacity:
+            del self._seen[next(iter(self._seen))]
+        return True
 
 
 def format_alert(record: Score | Mapping[str, Any], key: bytes | str | None) -> str:
@@ -69,19 +104,20 @@ def format_alert(record: Score | Mapping[str, Any], key: bytes | str | None) -> 
 def render_record(value: bytes | None, key: bytes | None, where: str) -> str:
     """The line printed for one raw record; never raises (unreadable -> a ``!!`` line).
     Control characters from the record are escaped (``clients.terminal.printable``)."""
-    return printable(_render(value, key, where))
+    return _read(value, key, where)[0]
 
 
-def _render(value: bytes | None, key: bytes | None, where: str) -> str:
+def _read(value: bytes | None, key: bytes | None, where: str) -> tuple[str, Score | None]:
+    """The printable line for a record, and its alert (None when unreadable)."""
     if not value:
-        return f"!! {where}: empty record, not an alert"
+        return printable(f"!! {where}: empty record, not an alert"), None
     try:
         score = decode_score(value)
     except ScoreFormatError as exc:
         if str(exc).startswith("not JSON"):
-            return f"!! {where}: {exc}, {len(value)} bytes"
-        return f"!! {where}: not a readable alert: {exc}"
-    return format_alert(score, key)
+            return printable(f"!! {where}: {exc}, {len(value)} bytes"), None
+        return printable(f"!! {where}: not a readable alert: {exc}"), None
+    return printable(format_alert(score, key)), score
 
 
 def _format_time(ms: int | None) -> str:
@@ -109,22 +145,40 @@ class Tally:
 
     alerts: int = 0
     unreadable: int = 0
+    repeats: int = 0  # alerts for windows already alerted on (a worker's replay)
+
+    def summary(self) -> str:
+        """``N alerts, M unreadable records[, K repeats not shown]``."""
+        text = f"{self.alerts} alerts, {self.unreadable} unreadable records"
+        if self.repeats:
+            text += f", {self.repeats} repeats of alerts already shown (a worker's replay)"
+        return text
 
 
 def follow(
-    consumer: Any, out: TextIO, max_messages: int | None = None, tally: Tally | None = None
+    consumer: Any,
+    out: TextIO,
+    max_messages: int | None = None,
+    tally: Tally | None = None,
+    repeats: RepeatFilter | None = None,
 ) -> Tally:
-    """Print a line per record until ``max_messages`` records or the consumer's idle timeout."""
+    """Print a line per record until ``max_messages`` records or the consumer's idle timeout;
+    with ``repeats``, an alert for a window it has seen is counted, not printed."""
     tally = tally if tally is not None else Tally()
     for message in consumer:
         where = f"{message.topic}[{message.partition}]@{message.offset}"
-        line = render_record(message.value, message.key, where)
-        if line.startswith("!!"):
+        line, score = _read(message.value, message.key, where)
+        if score is None:
             tally.unreadable += 1
+        elif repeats is not None and not repeats.first_time(score):
+            tally.repeats += 1
+            line = ""
         else:
             tally.alerts += 1
-        print(line, file=out, flush=True)
-        if max_messages is not None and tally.alerts + tally.unreadable >= max_messages:
+        if line:
+            print(line, file=out, flush=True)
+        seen = tally.alerts + tally.unreadable + tally.repeats
+        if max_messages is not None and seen >= max_messages:
             break
     return tally
 
@@ -189,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after N records (default: follow until Ctrl-C)",
     )
     parser.add_argument(
+        "--show-repeats",
+        action="store_true",
+        help="also print alerts for windows already alerted on (by default a worker's "
+        "replay after a restart or a rebalance is counted, not printed)",
+    )
+    parser.add_argument(
         "--timeout-s",
         type=positive_float,
         default=None,
@@ -211,17 +271,15 @@ def _main(args: argparse.Namespace) -> int:
         bootstrap, args.topic, args.from_beginning, args.timeout_s, kafka.consumer_settings()
     )
     try:
-        follow(consumer, sys.stdout, args.max_messages, tally)
+        repeats = None if args.show_repeats else RepeatFilter()
+        follow(consumer, sys.stdout, args.max_messages, tally, repeats)
     except KeyboardInterrupt:
         pass  # following until Ctrl-C is the normal use: report what was shown, exit 0
     except KafkaError as exc:
         raise BrokerError(f"{args.topic!r} on {bootstrap}: {exc}") from exc
     finally:
         consumer.close()
-    print(
-        f"ecg-alerts: {tally.alerts} alerts, {tally.unreadable} unreadable records",
-        file=sys.stderr,
-    )
+    print(f"ecg-alerts: {tally.summary()}", file=sys.stderr)
     return 0
 
 

@@ -205,6 +205,29 @@ def test_alerts_prints_a_line_per_alert_and_survives_garbage(
     assert "ecg-alerts: 2 alerts, 1 unreadable records" in captured.err
 
 
+def test_alerts_shows_a_replayed_alert_once_unless_asked(
+    kafka_broker: KafkaBroker, topic_names: TopicNames, capsys
+) -> None:
+    topic = topic_names.anomalies
+    # Window 1's alert comes twice, as after a worker's restart (scored again later).
+    replay = orjson.loads(_alert(1))
+    replay["scored_at_ms"] += 5000
+    records = [(b"d1", _alert(1)), (b"d2", _alert(2)), (b"d1", orjson.dumps(replay))]
+    _produce(kafka_broker.bootstrap_servers, topic, records)
+    argv = ["--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic", topic]
+    argv += ["--from-beginning", "--max-messages", "3", "--timeout-s", "15"]
+
+    assert alerts.main(argv) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[3] for line in captured.out.splitlines()] == ["test-0001", "test-0002"]
+    assert "2 alerts, 0 unreadable records, 1 repeats of alerts already shown" in captured.err
+
+    assert alerts.main([*argv, "--show-repeats"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3
+    assert "ecg-alerts: 3 alerts, 0 unreadable records\n" in captured.err
+
+
 def test_alerts_follows_only_new_alerts_by_default(
     kafka_broker: KafkaBroker, topic_names: TopicNames
 ) -> None:

@@ -8,7 +8,16 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from clients.alerts import AlertFormatError, build_parser, follow, format_alert, render_record
+from clients.alerts import (
+    AlertFormatError,
+    RepeatFilter,
+    Tally,
+    build_parser,
+    follow,
+    format_alert,
+    render_record,
+)
+from worker.core.codec import decode_score
 
 ALERT = {
     "id": "test-0012",
@@ -128,3 +137,62 @@ def test_parser_defaults_and_rejections():
     for argv in (["--max-messages", "0"], ["--timeout-s", "-1"], ["--max-messages", "x"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(argv)
+
+
+def _from(offset: int, **changes: object) -> bytes:
+    """ALERT for the input window at ``offset``."""
+    source = {**ALERT["source"], "offset": offset}  # type: ignore[dict-item]
+    return orjson.dumps({**ALERT, "source": source, **changes})
+
+
+def test_a_replayed_alert_is_counted_not_printed_again():
+    """A worker that restarts replays its last commit interval: the same windows' alerts
+    come again (scored again, a moment later); the on-call reader sees each once."""
+    messages = [
+        _message(0, _from(1, id="first")),
+        _message(1, _from(2, id="second")),
+        _message(2, _from(1, id="first", scored_at_ms=1764252009999)),  # the replay
+        _message(3, b"garbage"),
+        _message(4, _from(3, id="third")),
+    ]
+    out = io.StringIO()
+    tally = follow(iter(messages), out, repeats=RepeatFilter())
+    lines = out.getvalue().splitlines()
+    assert [line.split()[3] for line in lines if not line.startswith("!!")] == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert (tally.alerts, tally.unreadable, tally.repeats) == (3, 1, 1)
+    assert tally.summary() == (
+        "3 alerts, 1 unreadable records, 1 repeats of alerts already shown (a worker's replay)"
+    )
+    assert Tally(2, 0).summary() == "2 alerts, 0 unreadable records"
+
+
+def test_without_a_filter_or_a_source_every_alert_prints():
+    replayed = [_message(i, _from(7)) for i in range(2)]
+    out = io.StringIO()
+    assert follow(iter(replayed), out).alerts == 2  # --show-repeats
+    no_source = {k: v for k, v in ALERT.items() if k != "source"}
+    older = [_message(i, orjson.dumps(no_source)) for i in range(2)]
+    assert follow(iter(older), io.StringIO(), repeats=RepeatFilter()).alerts == 2
+
+
+def test_max_messages_counts_repeats_too():
+    messages = [_message(i, _from(i % 2)) for i in range(10)]
+    tally = follow(iter(messages), io.StringIO(), max_messages=4, repeats=RepeatFilter())
+    assert (tally.alerts, tally.repeats) == (2, 2)
+
+
+def test_the_filter_remembers_only_the_most_recent_sources():
+    seen = RepeatFilter(capacity=2)
+    a, b, c = (decode_score(_from(offset)) for offset in (1, 2, 3))
+    assert [seen.first_time(x) for x in (a, b, a, c)] == [True, True, False, True]
+    assert seen.first_time(b)  # forgotten: a and c are the two most recent
+    assert not seen.first_time(c)
+
+
+def test_show_repeats_is_off_by_default():
+    assert build_parser().parse_args([]).show_repeats is False
+    assert build_parser().parse_args(["--show-repeats"]).show_repeats is True
