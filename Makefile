@@ -83,7 +83,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 typecheck: venv
-	$(BIN)/mypy worker trainer clients
+	$(BIN)/mypy worker trainer clients benchmarks
 
 # Benchmarks print figures; they are not pass/fail unit tests (docs/benchmarks.md).
 bench: setup

@@ -158,6 +158,11 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def rate_of(result: RunResult | None) -> float | None:
+    """A runner's best rate, None when it did not run or has no rate."""
+    return result.rate if result is not None else None
+
+
 def percentiles_ms(latencies_ms: Sequence[float]) -> tuple[float, float, float, float]:
     """p50, p99, p99.9 and max of a non-empty sample."""
     a = np.asarray(latencies_ms, dtype=np.float64)
@@ -175,12 +180,12 @@ def targets(results: dict[str, RunResult], latency: dict[str, Latency]) -> list[
     out = [
         Target(
             "worker on kafka-python / bare kafka-python loop",
-            ratio(wkp and wkp.rate, kp and kp.rate),
+            ratio(rate_of(wkp), rate_of(kp)),
             TARGET_KAFKA_PYTHON,
         ),
         Target(
             "worker on confluent-kafka / bare confluent-kafka loop",
-            ratio(wck and wck.rate, ck and ck.rate),
+            ratio(rate_of(wck), rate_of(ck)),
             TARGET_CONFLUENT,
         ),
     ]
@@ -243,7 +248,7 @@ def render(
             rate = f"{r.status}: {r.note}" if r.note else r.status
             out.append(f"| {label} | {rate} | | | |")
             continue
-        vs_kp = ratio(r.rate, base and base.rate)
+        vs_kp = ratio(r.rate, rate_of(base))
         own_r = results.get(own) if own else None
         vs_own = ratio(r.rate, own_r.rate if own_r else None) if own else 1.0
         rounds = ", ".join("stall" if x is None else f"{x:,.0f}" for x in r.rounds)

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,8 @@ def agreement_table(artifact_dir: str, kernels: list[str]) -> None:
     """Part 1: every kernel and batch size against the default kernel, all at once."""
     artifact, windows, source = load(artifact_dir)
     n = len(windows)
-    results, two_threads = {}, {}
+    results: dict[str, dict[str, np.ndarray]] = {}
+    two_threads: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kernel in kernels:
             for threads in (1, 2):
@@ -213,9 +215,7 @@ def throughput_table(artifact_dir: str, n: int, pad_to: int, repeat: int) -> Non
         "no BLAS": no_blas,
     }
     rates = {
-        s: best_rates(
-            {name: (lambda s=s, fn=fn: fn(s)) for name, fn in variants.items()}, n, repeat
-        )
+        s: best_rates({name: partial(fn, s) for name, fn in variants.items()}, n, repeat)
         for s in sizes
     }
     for name in variants:

@@ -130,13 +130,18 @@ class _Consumer:
         self.committed_offsets: dict[Any, int] = {}
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
-        chunk = self._records[self._next : self._next + self._poll_records]
+        # As kafka-python: max_records when given, else max_poll_records (all are fetched).
+        limit = max_records if max_records is not None else self._poll_records
+        chunk = self._records[self._next : self._next + limit]
         self._next += len(chunk)
         return {TopicPartition("ecg.windows", 0): chunk} if chunk else {}
 
-    def commit(self, offsets: dict, timeout_ms: Any = None) -> None:
+    def commit(self, offsets: Any = None, timeout_ms: Any = None) -> None:
         for tp, meta in offsets.items():
             self.committed_offsets[tp] = meta.offset
+
+    def seek(self, partition: Any, offset: int) -> None:
+        raise NotImplementedError("nothing is rewound in this benchmark (no aborted batch)")
 
     def committed(self, tp: Any) -> int | None:
         return self.committed_offsets.get(tp)
