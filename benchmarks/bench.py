@@ -250,7 +250,7 @@ def render(
             continue
         vs_kp = ratio(r.rate, rate_of(base))
         own_r = results.get(own) if own else None
-        vs_own = ratio(r.rate, own_r.rate if own_r else None) if own else 1.0
+        vs_own = ratio(r.rate, rate_of(own_r)) if own else 1.0
         rounds = ", ".join("stall" if x is None else f"{x:,.0f}" for x in r.rounds)
         note = f" ({r.note})" if r.note else ""
         out.append(f"| {label}{note} | {r.rate:,.0f} | {_fmt(vs_kp)} | {_fmt(vs_own)} | {rounds} |")

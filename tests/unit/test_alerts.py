@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients.alerts import (
     AlertFormatError,
@@ -196,3 +198,33 @@ def test_the_filter_remembers_only_the_most_recent_sources():
 def test_show_repeats_is_off_by_default():
     assert build_parser().parse_args([]).show_repeats is False
     assert build_parser().parse_args(["--show-repeats"]).show_repeats is True
+
+
+_INT64 = st.integers(-(2**63), 2**63 - 1)  # what JSON encoders write
+_JSON = st.recursive(
+    st.none() | st.booleans() | _INT64 | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+_SOURCES = (
+    st.fixed_dictionaries(
+        {"topic": st.sampled_from(["ecg.windows", "other"]), "partition": st.integers(0, 1)},
+        optional={"offset": st.integers(0, 3) | _JSON, "timestamp_ms": _INT64 | _JSON},
+    )
+    | _JSON
+)
+_RECORDS = st.one_of(
+    st.builds(lambda src: orjson.dumps({**ALERT, "source": src}), _SOURCES),  # often repeated
+    st.builds(lambda doc: orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), _JSON),
+    st.binary(max_size=40),
+    st.none(),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(values=st.lists(_RECORDS, max_size=12))
+def test_follow_with_the_repeat_filter_never_raises_and_accounts_for_every_record(values):
+    out = io.StringIO()
+    tally = follow(iter(_message(i, v) for i, v in enumerate(values)), out, repeats=RepeatFilter(2))
+    assert tally.alerts + tally.unreadable + tally.repeats == len(values)
+    assert len(out.getvalue().splitlines()) == tally.alerts + tally.unreadable
