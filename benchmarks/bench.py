@@ -39,7 +39,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import contextlib
 import json
+import math
 import platform
 import shutil
 import socket
@@ -73,6 +75,8 @@ LATENCY_MARGIN_MS = 20
 MAX_WAIT_MS = int(os.environ.get("ECG_MAX_WAIT_MS") or BatchingConfig().max_wait_ms)
 MAX_BATCH_SIZE = int(os.environ.get("ECG_MAX_BATCH_SIZE") or BatchingConfig().max_batch_size)
 SCORER_BATCHES = (1, 64, 512)
+# What deploy/kafka/local-kafka.sh writes in the broker's data directory besides the data.
+BROKER_LOGS = ("kafka.log", "console.log")
 UNAVAILABLE = "backend not available (config rejected)"
 # kafka.client settings for the benchmarked workers (--worker-client), e.g. to try producer
 # batch sizes without a code change.
@@ -116,13 +120,20 @@ class Latency:
     p99_rounds_ms: list[float] = field(default_factory=list)  # every round's p99
 
 
+def failed_latency(rate: float, why: str) -> Latency:
+    """A latency round that measured nothing (e.g. its loop never got its partitions): it
+    ranks as the worst round, so that a failure is never hidden by the other rounds."""
+    return Latency(rate, 0, math.inf, math.inf, math.inf, math.inf, why)
+
+
 def median_round(rounds: Sequence[Latency]) -> Latency:
     """The round whose p99 is the median (the higher of the middle two for an even count),
     with every round's p99 attached: one latency run on a shared 2-core host can tell
     60 ms from 130 ms apart only by chance, and a best-of would hide a real tail."""
     ranked = sorted(rounds, key=lambda lat: lat.p99_ms)
     chosen = ranked[len(ranked) // 2]
-    return replace(chosen, p99_rounds_ms=[lat.p99_ms for lat in rounds])
+    notes = "; ".join(dict.fromkeys(lat.note for lat in rounds if lat.note))
+    return replace(chosen, note=notes, p99_rounds_ms=[lat.p99_ms for lat in rounds])
 
 
 @dataclass
@@ -147,7 +158,12 @@ class Target:
         """``PASS  worker on kafka-python / bare kafka-python 0.93 >= 0.90``."""
         verdict = {True: "PASS", False: "FAIL", None: "N/A "}[self.passed]
         op = ">=" if self.higher_is_better else "<="
-        measured = "no measurement" if self.measured is None else f"{self.measured:.2f}"
+        if self.measured is None:
+            measured = "no measurement"
+        elif math.isinf(self.measured):
+            measured = "failed"
+        else:
+            measured = f"{self.measured:.2f}"
         return f"{verdict}  {self.name}: {measured} {op} {self.limit:.2f}"
 
 
@@ -282,11 +298,11 @@ def render(
         out += ["", "| processing | windows/s | windows | p50 | p99 | p99.9 | max | p99 by round |"]
         out.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for which, lat in latency.items():
-            by_round = ", ".join(f"{p:.0f}" for p in lat.p99_rounds_ms) or "-"
+            by_round = ", ".join(_ms(p, 0, "") for p in lat.p99_rounds_ms) or "-"
             out.append(
                 f"| {LATENCY_ROWS.get(which, which)} | {lat.rate:,.0f} | {lat.count:,} "
-                f"| {lat.p50_ms:.1f} ms | {lat.p99_ms:.1f} ms | {lat.p999_ms:.1f} ms "
-                f"| {lat.max_ms:.1f} ms | {by_round} |"
+                f"| {_ms(lat.p50_ms)} | {_ms(lat.p99_ms)} | {_ms(lat.p999_ms)} "
+                f"| {_ms(lat.max_ms)} | {by_round} |"
             )
         notes = [f"{w}: {lat.note}" for w, lat in latency.items() if lat.note]
         if notes:
@@ -317,6 +333,13 @@ def _fmt(value: float | None) -> str:
     if value is None:
         return ""
     return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+
+
+def _ms(value: float, digits: int = 1, unit: str = " ms") -> str:
+    """A latency in a table cell; a failed round's (infinite) one as "failed"."""
+    if math.isinf(value):
+        return "failed"
+    return f"{value:.{digits}f}{unit}"
 
 
 def _num(value: float | None) -> str:
@@ -644,14 +667,20 @@ def _suffixed(path: str | None, suffix: str) -> str | None:
     return str(p.with_name(p.stem + suffix + p.suffix))
 
 
+def py_spy_command() -> str | None:
+    """The ``py-spy`` executable (on PATH or next to this Python), or None."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def _attach_profiler(pid: int | None, out: Path) -> None:
     import subprocess
 
-    if pid is None:
+    py_spy = py_spy_command()
+    if pid is None or py_spy is None:  # main() checked py-spy before the run
         return
     subprocess.Popen(
         [
-            "py-spy",
+            py_spy,
             "record",
             "--pid",
             str(pid),
@@ -753,8 +782,8 @@ def measure_latency(
         # Warm up until an output appears (the processor may still be joining), then 1 s
         # at the rate so that connections and caches are warm; neither is timed.
         reader = _latency_reader(stream, topics["scores"])
-        warm = 0
-        while warm < 300:
+        warm, seen = 0, False
+        while warm < 300 and not seen:
             producer.produce(
                 stream.topic,
                 values[warm % 1000],
@@ -763,9 +792,13 @@ def measure_latency(
             )
             producer.flush(5)
             warm += 1
-            if reader.consume(1, timeout=0.1):
-                break
+            seen = bool(reader.consume(1, timeout=0.1))
         reader.close()
+        if not seen:
+            raise RuntimeError(
+                f"no output on {topics['scores']} for 300 warm-up windows: the runner "
+                "is not processing"
+            )
         _paced(producer, stream, values, rate, int(rate), "warm", None)
         _paced(producer, stream, values, rate, n, "lat", sent_ms)
         if producer.flush(30) != 0:
@@ -873,6 +906,11 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
     while not consumer.assignment() and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
+        if not consumer.assignment():
+            raise RuntimeError(
+                f"the bare kafka-python loop got no partitions of {stream.topic} within "
+                f"{stream.join_timeout_s:.0f} s (a stalled group join)"
+            )
         yield
     finally:
         stop.set()
@@ -1093,6 +1131,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (artifact / "artifact.json").is_file():
         print(f"no artifact in {artifact}: run `make train` first", file=sys.stderr)
         return 2
+    if args.profile and py_spy_command() is None:
+        print(
+            f"--profile {args.profile}: py-spy is not installed (make setup installs it, "
+            "or pip install py-spy)",
+            file=sys.stderr,
+        )
+        return 2
     broker = None
     run_dir = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
     if args.bootstrap:
@@ -1108,8 +1153,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop_if_started()
-            # The broker's data (the windows, several times over); the workers' logs stay.
+            # The broker's data (the windows, several times over) goes; its logs stay with
+            # the workers', so that a broker that failed mid-run can be looked into.
+            for name in BROKER_LOGS:
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(run_dir / "kafka" / name, run_dir / f"broker-{name}")
             shutil.rmtree(run_dir / "kafka", ignore_errors=True)
+            print(f"logs of the broker and the workers: {run_dir}", file=sys.stderr)
 
 
 def _run(
@@ -1207,11 +1257,22 @@ def _run(
         for which, latency_rate in plan.items():
             if not latency_rate or which not in chosen:
                 continue
-            lat = latency_run(args, bootstrap, topics, tag, artifact, run_dir, which, latency_rate)
+            try:
+                lat = latency_run(
+                    args, bootstrap, topics, tag, artifact, run_dir, which, latency_rate
+                )
+            except Exception as exc:  # one failed round is a result, not the end of the run
+                lat = failed_latency(
+                    latency_rate, f"round {r + 1}: {type(exc).__name__}: {exc}"[:200]
+                )
             rounds.setdefault(which, []).append(lat)
             print(
-                f"latency round {r + 1}: {which} at {latency_rate:,.0f}/s: p50 "
-                f"{lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms",
+                f"latency round {r + 1}: {which} at {latency_rate:,.0f}/s: "
+                + (
+                    f"p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms"
+                    if lat.count
+                    else f"failed ({lat.note})"
+                ),
                 flush=True,
             )
     latency = {which: median_round(runs) for which, runs in rounds.items()}

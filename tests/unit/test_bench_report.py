@@ -3,7 +3,20 @@ runner results (the benchmark itself needs a broker and minutes, so it is not a 
 
 from __future__ import annotations
 
-from benchmarks.bench import Latency, RunResult, Target, median_round, ratio, render, targets
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench import (
+    Latency,
+    RunResult,
+    Target,
+    failed_latency,
+    median_round,
+    ratio,
+    render,
+    targets,
+)
 
 MACHINE = {"cpu": "test CPU, 2 cores"}
 SETUP = {"windows": 1000, "partitions": 2, "rounds": 2}
@@ -109,3 +122,38 @@ def test_latency_keeps_the_median_round_by_p99_and_lists_every_round() -> None:
     assert "Each ran 3 times, the rounds interleaved" in text
     assert "| 32.0 ms | 64.0 ms | 90.0 ms | 99.0 ms | 131, 52, 64 |" in text
     assert "PASS  p99 end-to-end latency of the worker on kafka-python" in text
+
+
+def test_profile_without_py_spy_stops_before_any_broker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import bench
+
+    (tmp_path / "artifact.json").write_text("{}")
+    monkeypatch.setattr(bench.shutil, "which", lambda *_a, **_k: None)
+
+    def run_started(**_kwargs: object) -> str:  # the run directory comes before the broker
+        raise AssertionError("the run began without py-spy")
+
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", run_started)
+
+    assert bench.main(["--artifact", str(tmp_path), "--profile", "out.json"]) == 2
+    assert "--profile out.json: py-spy is not installed" in capsys.readouterr().err
+
+
+def test_a_failed_latency_round_is_shown_and_counts_as_the_worst() -> None:
+    stalled = failed_latency(950.0, "round 2: RuntimeError: no output on scores")
+    rounds = [Latency(950.0, 9500, 31.0, 52.0, 70.0, 75.0), stalled]
+    median = median_round(rounds)  # of two, the worse: here the failed one
+    assert median.count == 0
+    assert median.note == "round 2: RuntimeError: no output on scores"
+
+    text = render(MACHINE, {}, {}, {"worker": median}, None, SETUP)
+    assert "| 950 | 0 | failed | failed | failed | failed | 52, failed |" in text
+    assert "worker: round 2: RuntimeError: no output on scores" in text
+    assert "FAIL  p99 end-to-end latency of the worker on kafka-python" in text
+    assert ": failed <= 70.00" in text
+
+    of_three = median_round([*rounds, Latency(950.0, 9500, 32.0, 64.0, 90.0, 99.0)])
+    assert of_three.p99_ms == 64.0  # one failure among three does not hide the others
+    assert "round 2: RuntimeError" in of_three.note  # but it is still reported
