@@ -879,34 +879,49 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
     input's key, so the reader can time it. Returns once the loop owns partitions."""
     from kafka import KafkaConsumer, KafkaProducer
 
-    consumer = KafkaConsumer(
-        stream.topic,
-        bootstrap_servers=stream.bootstrap,
-        group_id=f"bench-lat-kp-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
     stop = threading.Event()
+    assigned = threading.Event()
+    failures: list[BaseException] = []
+    group = f"bench-lat-kp-{uuid.uuid4().hex[:8]}"
 
+    # A KafkaConsumer is not thread-safe: it is made, polled, asked for its assignment and
+    # closed in the loop's thread only; the main thread waits on ``assigned``.
     def loop() -> None:
-        while not stop.is_set():
-            polled = consumer.poll(timeout_ms=50)
-            if not polled:
-                continue
-            for records in polled.values():
-                for r in records:
-                    producer.send(out_topic, value=r.value, key=r.key)
-            producer.flush()
-            consumer.commit()
+        try:
+            consumer = KafkaConsumer(
+                stream.topic,
+                bootstrap_servers=stream.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+        except Exception as e:  # the main thread reports it
+            failures.append(e)
+            assigned.set()
+            return
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=50)
+                if not assigned.is_set() and consumer.assignment():
+                    assigned.set()
+                if not polled:
+                    continue
+                for records in polled.values():
+                    for r in records:
+                        producer.send(out_topic, value=r.value, key=r.key)
+                producer.flush()
+                consumer.commit()
+        finally:
+            consumer.close(autocommit=False)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
-    deadline = time.monotonic() + stream.join_timeout_s
-    while not consumer.assignment() and time.monotonic() < deadline:
-        time.sleep(0.1)
     try:
-        if not consumer.assignment():
+        joined = assigned.wait(stream.join_timeout_s)
+        if failures:
+            raise RuntimeError(f"the bare kafka-python loop could not start: {failures[0]}")
+        if not joined:
             raise RuntimeError(
                 f"the bare kafka-python loop got no partitions of {stream.topic} within "
                 f"{stream.join_timeout_s:.0f} s (a stalled group join)"
@@ -916,7 +931,6 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
         stop.set()
         thread.join(timeout=10)
         producer.close(timeout=5)
-        consumer.close(autocommit=False)
 
 
 @contextmanager
