@@ -505,18 +505,27 @@ class Stream:
     partitions: int = 2
 
 
-def bare_kafka_python(stream: Stream) -> RunResult:
-    """poll -> send every value unchanged -> flush -> commit, with kafka-python."""
-    from kafka import KafkaConsumer, KafkaProducer
+def input_consumer(stream: Stream, group: str, **settings: Any) -> Any:
+    """A kafka-python consumer of the input topic in ``group``: manual commits, from the
+    start, plus ``settings``."""
+    from kafka import KafkaConsumer
 
-    group = f"bench-kp-{uuid.uuid4().hex[:8]}"
-    consumer = KafkaConsumer(
+    return KafkaConsumer(
         stream.topic,
         bootstrap_servers=stream.bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **settings,
     )
+
+
+def bare_kafka_python(stream: Stream) -> RunResult:
+    """poll -> send every value unchanged -> flush -> commit, with kafka-python."""
+    from kafka import KafkaProducer
+
+    group = f"bench-kp-{uuid.uuid4().hex[:8]}"
+    consumer = input_consumer(stream, group)
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
     clock, seen = Clock(), 0
     started = time.monotonic()
@@ -877,7 +886,7 @@ def _read_appended(stream: Stream, topic: str, count: int, deadline_s: float) ->
 def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
     """The bare kafka-python loop in a thread until the block ends; each output keeps its
     input's key, so the reader can time it. Returns once the loop owns partitions."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
     stop = threading.Event()
@@ -889,13 +898,7 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
     # closed in the loop's thread only; the main thread waits on ``assigned``.
     def loop() -> None:
         try:
-            consumer = KafkaConsumer(
-                stream.topic,
-                bootstrap_servers=stream.bootstrap,
-                group_id=group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            )
+            consumer = input_consumer(stream, group)
         except Exception as e:  # the main thread reports it
             failures.append(e)
             assigned.set()
@@ -989,7 +992,7 @@ def naive_keras(stream: Stream, artifact_dir: Path, count: int) -> RunResult:
     """The tutorial's loop: ``json.loads`` and ``model.predict`` on one window at a time,
     send the result; flush and commit per poll (kafka-python), on the first ``count``
     windows."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
     from trainer.ecg.model import build_autoencoder
     from worker.core.artifact import load_ecg_artifact
@@ -1003,14 +1006,7 @@ def naive_keras(stream: Stream, artifact_dir: Path, count: int) -> RunResult:
     norm = artifact.normalisation
     threshold = float(artifact.threshold)
     model.predict(np.zeros((1, artifact.window_length), np.float32), verbose=0)  # warm up
-    consumer = KafkaConsumer(
-        stream.topic,
-        bootstrap_servers=stream.bootstrap,
-        group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=50,
-    )
+    consumer = input_consumer(stream, f"bench-naive-{uuid.uuid4().hex[:8]}", max_poll_records=50)
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
     clock, seen = Clock(), 0
     started = time.monotonic()
