@@ -915,6 +915,8 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
                         producer.send(out_topic, value=r.value, key=r.key)
                 producer.flush()
                 consumer.commit()
+        except Exception as e:  # the main thread reports it when the run ends
+            failures.append(e)
         finally:
             consumer.close(autocommit=False)
 
@@ -930,6 +932,8 @@ def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
                 f"{stream.join_timeout_s:.0f} s (a stalled group join)"
             )
         yield
+        if failures:  # a loop that died mid-run fails its round, not a partial one
+            raise RuntimeError(f"the bare kafka-python loop failed during the run: {failures[0]!r}")
     finally:
         stop.set()
         thread.join(timeout=10)

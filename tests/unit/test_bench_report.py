@@ -3,13 +3,16 @@ runner results (the benchmark itself needs a broker and minutes, so it is not a 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks import bench
 from benchmarks.bench import (
     Latency,
     RunResult,
+    Stream,
     Target,
     failed_latency,
     median_round,
@@ -157,3 +160,110 @@ def test_a_failed_latency_round_is_shown_and_counts_as_the_worst() -> None:
     of_three = median_round([*rounds, Latency(950.0, 9500, 32.0, 64.0, 90.0, 99.0)])
     assert of_three.p99_ms == 64.0  # one failure among three does not hide the others
     assert "round 2: RuntimeError" in of_three.note  # but it is still reported
+
+
+class _FakeProducer:
+    """kafka-python's producer, as far as the bare loop uses it."""
+
+    def __init__(self, **_: object) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.sent.append(value)
+
+    def flush(self) -> None: ...
+
+    def close(self, timeout: float = 0) -> None: ...
+
+
+class _FakeConsumer:
+    """Owns a partition from the first poll unless ``joins`` is False; the poll after
+    ``fail_after`` raises."""
+
+    def __init__(self, fail_after: int | None, joins: bool = True) -> None:
+        self.polls = 0
+        self.fail_after = fail_after
+        self.joins = joins
+        self.closed = False
+
+    def poll(self, timeout_ms: int) -> dict[str, list[object]]:
+        self.polls += 1
+        if self.fail_after is not None and self.polls > self.fail_after:
+            raise OSError("connection reset by the broker")
+        time.sleep(timeout_ms / 1000)
+        return {}
+
+    def assignment(self) -> set[str]:
+        return {"windows-0"} if self.joins else set()
+
+    def commit(self) -> None: ...
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_kafka_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kafka
+
+    monkeypatch.setattr(kafka, "KafkaProducer", _FakeProducer)
+
+
+def _stream() -> Stream:
+    return Stream("127.0.0.1:1", "windows", "out", 0, join_timeout_s=1.0, run_timeout_s=1.0)
+
+
+def test_the_bare_loop_says_why_its_consumer_could_not_start(
+    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(stream: Stream, group: str, **_: object) -> object:
+        raise ValueError("bad bootstrap")
+
+    monkeypatch.setattr(bench, "input_consumer", refuse)
+
+    with (
+        pytest.raises(RuntimeError, match="could not start: bad bootstrap"),
+        bench.bare_loop_running(_stream(), "out"),
+    ):
+        pass
+
+
+def test_a_bare_loop_that_dies_mid_run_fails_its_round(
+    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = _FakeConsumer(fail_after=2)
+    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
+
+    with (
+        pytest.raises(RuntimeError, match="failed during the run: OSError"),
+        bench.bare_loop_running(_stream(), "out"),
+    ):
+        deadline = time.monotonic() + 5
+        while not consumer.closed and time.monotonic() < deadline:  # the loop has died
+            time.sleep(0.01)
+    assert consumer.polls == 3
+
+
+def test_a_healthy_bare_loop_returns_once_it_owns_partitions(
+    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = _FakeConsumer(fail_after=None)
+    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
+
+    with bench.bare_loop_running(_stream(), "out"):
+        assert consumer.polls >= 1
+    assert consumer.closed
+
+
+def test_a_bare_loop_that_never_owns_partitions_is_a_stalled_join(
+    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = _FakeConsumer(fail_after=None, joins=False)
+    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
+
+    with (
+        pytest.raises(RuntimeError, match="no partitions of windows within 1 s"),
+        bench.bare_loop_running(_stream(), "out"),
+    ):
+        pass
+    assert consumer.closed
