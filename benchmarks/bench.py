@@ -16,11 +16,14 @@ What it does, in one process against one broker (its own, on free ports, unless
      (``kafka.library`` in its config), timed through its ``/metrics``;
    a runner that never gets its partitions within ``--join-timeout-s`` is reported as a
    stall, one that does not finish within ``--run-timeout-s`` as a timeout;
-3. the tutorial's naive loop (Keras ``model.predict`` per message) on ``--naive-windows``;
+3. the tutorial's naive loop (Keras ``model.predict`` per message) on ``--naive-windows``,
+   in a child process (so that TensorFlow never loads into this one, see ``CollectionPauses``);
 4. the scorer alone at batch 1/64/512 against a plain numpy forward pass of the same weights;
 5. end-to-end latency at half of the worker's best kafka-python rate: input record
    timestamp -> the score read back by a consumer (p50/p99/p999/max), ``--latency-rounds``
-   runs of each runner, interleaved; the median round by p99 is kept;
+   runs of each runner, interleaved; the median round by p99 is kept; this process's longest
+   garbage-collection pause during the timed runs, and each round's host stalls (``HostStalls``),
+   are reported with them;
 6. with ``--scaling``: two workers (one group, one partition each) against one.
 
 Rates are timed from a runner's first committed window to its last, so process start-up
@@ -40,8 +43,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import contextlib
+import gc
 import json
 import math
+import multiprocessing
+import multiprocessing.connection
 import platform
 import shutil
 import socket
@@ -51,11 +57,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -78,6 +85,10 @@ SCORER_BATCHES = (1, 64, 512)
 # What deploy/kafka/local-kafka.sh writes in the broker's data directory besides the data.
 BROKER_LOGS = ("kafka.log", "console.log")
 UNAVAILABLE = "backend not available (config rejected)"
+# A longer garbage-collection pause of the bench process is named in the latency report.
+HARNESS_PAUSE_LIMIT_MS = 10
+# A sleeping probe's wake-up later than this counts as a stall of the host (HostStalls).
+HOST_STALL_MS = 10
 # kafka.client settings for the benchmarked workers (--worker-client), e.g. to try producer
 # batch sizes without a code change.
 WORKER_CLIENT: dict[str, Any] = {}
@@ -118,6 +129,15 @@ class Latency:
     max_ms: float
     note: str = ""
     p99_rounds_ms: list[float] = field(default_factory=list)  # every round's p99
+    # The longest garbage collection of the bench process during the timed run (with several
+    # rounds, the longest of any): it produces the windows and hosts the bare loop, so a
+    # pause of its own would be counted as the runner's latency.
+    harness_pause_ms: float = 0.0
+    # How late a process that only sleeps (``HostStalls``) woke up during the timed run: the
+    # longest delay, and the sum of the delays over HOST_STALL_MS.
+    host_stall_max_ms: float = 0.0
+    host_stall_total_ms: float = 0.0
+    host_stall_rounds_ms: list[float] = field(default_factory=list)  # every round's longest
 
 
 def failed_latency(rate: float, why: str) -> Latency:
@@ -133,7 +153,118 @@ def median_round(rounds: Sequence[Latency]) -> Latency:
     ranked = sorted(rounds, key=lambda lat: lat.p99_ms)
     chosen = ranked[len(ranked) // 2]
     notes = "; ".join(dict.fromkeys(lat.note for lat in rounds if lat.note))
-    return replace(chosen, note=notes, p99_rounds_ms=[lat.p99_ms for lat in rounds])
+    return replace(
+        chosen,
+        note=notes,
+        p99_rounds_ms=[lat.p99_ms for lat in rounds],
+        harness_pause_ms=max(lat.harness_pause_ms for lat in rounds),
+        host_stall_rounds_ms=[lat.host_stall_max_ms for lat in rounds],
+    )
+
+
+def _probe_sleeps(stop: Any, late: Any, tick_s: float, over_ms: float) -> None:
+    """A ``HostStalls`` probe (a child process): say "ready", sleep ``tick_s`` until
+    ``stop`` is set, then send the (monotonic time, ms late) of every wake-up more than
+    ``over_ms`` late."""
+    found: list[tuple[float, float]] = []
+    late.send("ready")
+    before = time.monotonic()
+    while not stop.is_set():
+        time.sleep(tick_s)
+        now = time.monotonic()
+        late_ms = (now - before - tick_s) * 1000.0
+        if late_ms > over_ms:
+            found.append((now, late_ms))
+        before = now
+    late.send(found)
+
+
+class HostStalls:
+    """How late a process that does nothing but sleep 2 ms at a time wakes up, over a span.
+
+    On a shared 2-core host the worker can be held off the CPU for tens of milliseconds at a
+    time (by the broker, the bench, or the hypervisor); a worker at half of its best rate
+    then needs as long again to catch up, so such stalls show in its p99 whatever its code
+    does. The probe runs in a process of its own (not behind this one's GIL), and its
+    wake-ups say how long any process could have been kept waiting."""
+
+    def __init__(self, tick_s: float = 0.002, over_ms: float = HOST_STALL_MS) -> None:
+        self._tick_s, self._over_ms = tick_s, over_ms
+        self._span = (0.0, 0.0)
+        self.longest_ms = 0.0
+        self.total_ms = 0.0
+
+    def __enter__(self) -> HostStalls:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_probe_sleeps, args=(self._stop, send, self._tick_s, self._over_ms)
+        )
+        self._process.start()
+        # Ready, or exited (e.g. it could not import this module), or neither in 30 s.
+        multiprocessing.connection.wait([self._receive, self._process.sentinel], timeout=30.0)
+        if not (self._receive.poll() and self._receive.recv() == "ready"):
+            self._stop.set()
+            self._process.join(timeout=5)
+            raise RuntimeError(
+                "the host-stall probe did not start within 30 s "
+                f"(exit code {self._process.exitcode})"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        found: list[tuple[float, float]] = []
+        with contextlib.suppress(EOFError):  # a probe that died reports nothing
+            if self._receive.poll(10.0):
+                found = self._receive.recv()
+        self._process.join(timeout=5)
+        started, ended = self._span
+        within = [late_ms for at, late_ms in found if started <= at <= ended]
+        self.longest_ms, self.total_ms = max(within, default=0.0), sum(within)
+
+    @property
+    def pid(self) -> int | None:
+        """The probe's process id."""
+        return self._process.pid
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """The span whose stalls count."""
+        started = time.monotonic()
+        yield
+        self._span = (started, time.monotonic())
+
+
+class CollectionPauses:
+    """The longest garbage collection of this process while ``watching()``, in ms.
+
+    Measured because it was the harness's own tail: with the naive loop's TensorFlow loaded
+    in the bench process (about 400,000 Python objects), each full collection took 220-270
+    ms, several per latency round, each stalling the paced producer and the bare loop."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._started: float | None = None
+        self.longest_ms = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The ``gc.callbacks`` hook."""
+        if phase == "start":
+            self._started = self._clock()
+        elif self._started is not None:
+            self.longest_ms = max(self.longest_ms, (self._clock() - self._started) * 1000.0)
+            self._started = None
+
+    @contextmanager
+    def watching(self) -> Iterator[CollectionPauses]:
+        """Hook into ``gc.callbacks`` for the block."""
+        gc.callbacks.append(self)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self)
 
 
 @dataclass
@@ -293,20 +424,42 @@ def render(
         if ran > 1:
             out[-1] += (
                 f" Each ran {ran} times, the rounds interleaved; a row is its median round "
-                "by p99, and the last column lists every round's p99."
+                'by p99, and "p99 by round" lists every round\'s p99.'
             )
-        out += ["", "| processing | windows/s | windows | p50 | p99 | p99.9 | max | p99 by round |"]
-        out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        out[-1] += (
+            " Host stall: the longest delay (ms) of a process that only sleeps 2 ms at a "
+            "time, in the timed run (of each round): how long the host kept a process that "
+            "was due to run off the CPU. A worker at half of its best rate needs about as long "
+            "again to catch up, so long stalls show in its p99."
+        )
+        out += [
+            "",
+            "| processing | windows/s | windows | p50 | p99 | p99.9 | max | p99 by round "
+            "| host stall by round |",
+        ]
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
         for which, lat in latency.items():
             by_round = ", ".join(_ms(p, 0, "") for p in lat.p99_rounds_ms) or "-"
+            stalls = lat.host_stall_rounds_ms or [lat.host_stall_max_ms]
             out.append(
                 f"| {LATENCY_ROWS.get(which, which)} | {lat.rate:,.0f} | {lat.count:,} "
                 f"| {_ms(lat.p50_ms)} | {_ms(lat.p99_ms)} | {_ms(lat.p999_ms)} "
-                f"| {_ms(lat.max_ms)} | {by_round} |"
+                f"| {_ms(lat.max_ms)} | {by_round} | {', '.join(f'{x:.0f}' for x in stalls)} |"
             )
         notes = [f"{w}: {lat.note}" for w, lat in latency.items() if lat.note]
         if notes:
             out += ["", "; ".join(notes)]
+        pause_ms = max(lat.harness_pause_ms for lat in latency.values())
+        out += [
+            "",
+            "The bench process (the windows' producer, and the bare loop's host) paused at most "
+            f"{pause_ms:.1f} ms for garbage collection during a timed run"
+            + (
+                f"; pauses over {HARNESS_PAUSE_LIMIT_MS} ms are counted in the latencies above."
+                if pause_ms > HARNESS_PAUSE_LIMIT_MS
+                else "."
+            ),
+        ]
     if scaling:
         out += ["", "## Two workers vs one (same group, one partition each)", ""]
         out.append(
@@ -808,8 +961,10 @@ def measure_latency(
                 f"no output on {topics['scores']} for 300 warm-up windows: the runner "
                 "is not processing"
             )
-        _paced(producer, stream, values, rate, int(rate), "warm", None)
-        _paced(producer, stream, values, rate, n, "lat", sent_ms)
+        with HostStalls() as stalls:  # up during the warm-up: the timed run is all probed
+            _paced(producer, stream, values, rate, int(rate), "warm", None)
+            with CollectionPauses().watching() as pauses, stalls.timing():
+                _paced(producer, stream, values, rate, n, "lat", sent_ms)
         if producer.flush(30) != 0:
             raise RuntimeError("the latency run's inputs were not all acknowledged")
         appended = _read_appended(stream, topics["scores"], n, deadline_s=30.0)
@@ -818,7 +973,18 @@ def measure_latency(
         raise RuntimeError("nothing read back in the latency run")
     p50, p99, p999, worst = percentiles_ms(latencies)
     note = "" if len(latencies) >= n else f"only {len(latencies)} of {n} outputs read back"
-    return Latency(rate, len(latencies), p50, p99, p999, worst, note)
+    return Latency(
+        rate,
+        len(latencies),
+        p50,
+        p99,
+        p999,
+        worst,
+        note,
+        harness_pause_ms=pauses.longest_ms,
+        host_stall_max_ms=stalls.longest_ms,
+        host_stall_total_ms=stalls.total_ms,
+    )
 
 
 def _paced(
@@ -990,6 +1156,17 @@ def bench_scorer(artifact_dir: Path, n: int = 20480) -> dict[str, float]:
                 best = max(best, count / (time.perf_counter() - start))
             out[f"{name}-{b}"] = best
     return out
+
+
+Result = TypeVar("Result")
+
+
+def in_child_process(fn: Callable[..., Result], *args: Any) -> Result:
+    """``fn(*args)`` in a fresh (spawned) Python process: its result, or its exception
+    raised here. ``fn`` and its arguments must pickle."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def naive_keras(stream: Stream, artifact_dir: Path, count: int) -> RunResult:
@@ -1250,8 +1427,16 @@ def _run(
             print(f"round {r + 1}: {name:<22} {shown}", flush=True)
             results[name] = results[name].best_of(result) if name in results else result
     if wanted("naive"):
-        results["naive-keras"] = naive_keras(stream, artifact, args.naive_windows)
-        print(f"naive: {results['naive-keras'].rate or 0:,.1f} windows/s", flush=True)
+        # In a process of its own: TensorFlow's objects would stay in this one and make each
+        # of its full garbage collections a 220-270 ms pause in the latency runs' producer.
+        try:
+            naive = in_child_process(naive_keras, stream, artifact, args.naive_windows)
+        except Exception as exc:  # one runner's failure is a row
+            naive = RunResult(
+                "naive-keras", None, "error", f"{type(exc).__name__}: {exc}"[:200], [None]
+            )
+        results["naive-keras"] = naive
+        print(f"naive: {naive.rate or 0:,.1f} windows/s {naive.note}", flush=True)
     scorer = bench_scorer(artifact) if wanted("scorer") else {}
     # One load for all (half of the default worker's best rate), and the confluent-kafka
     # worker again at half of its own.
@@ -1266,6 +1451,9 @@ def _run(
         else wck.rate / 2,
     }
     chosen = set(args.latency_runners.split(",")) if args.latency_runners else set(plan)
+    # What this process holds by now is never collected again: a full collection during a
+    # timed run then scans only what that run allocated.
+    gc.freeze()
     rounds: dict[str, list[Latency]] = {}
     for r in range(args.latency_rounds if wanted("latency") else 0):
         for which, latency_rate in plan.items():
@@ -1284,6 +1472,9 @@ def _run(
                 f"latency round {r + 1}: {which} at {latency_rate:,.0f}/s: "
                 + (
                     f"p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, max {lat.max_ms:.1f} ms"
+                    f" (bench's longest GC pause {lat.harness_pause_ms:.1f} ms; host stalls"
+                    f" over {HOST_STALL_MS} ms: longest {lat.host_stall_max_ms:.0f},"
+                    f" total {lat.host_stall_total_ms:.0f} ms)"
                     if lat.count
                     else f"failed ({lat.note})"
                 ),

@@ -3,6 +3,9 @@ runner results (the benchmark itself needs a broker and minutes, so it is not a 
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -267,3 +270,94 @@ def test_a_bare_loop_that_never_owns_partitions_is_a_stalled_join(
     ):
         pass
     assert consumer.closed
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_longest_collection_while_watching_is_kept() -> None:
+    clock = _Clock()
+    pauses = bench.CollectionPauses(clock)
+    for started, ended in ((1.0, 1.004), (2.0, 2.232), (3.0, 3.010)):
+        clock.now = started
+        pauses("start", {"generation": 2})
+        clock.now = ended
+        pauses("stop", {"generation": 2})
+    assert pauses.longest_ms == pytest.approx(232.0)
+
+
+def test_watching_hooks_into_the_real_collector_only_for_the_block() -> None:
+    import gc
+
+    with bench.CollectionPauses().watching() as pauses:
+        gc.collect()
+    seen = pauses.longest_ms
+    assert seen > 0.0
+    gc.collect()
+    assert pauses.longest_ms == seen
+    assert pauses not in gc.callbacks
+
+
+def test_the_report_names_a_harness_pause_that_is_counted_in_the_latencies() -> None:
+    rounds = [
+        Latency(950.0, 9500, 33.0, 131.0, 180.0, 200.0, harness_pause_ms=232.0),
+        Latency(950.0, 9500, 31.0, 52.0, 70.0, 75.0, harness_pause_ms=1.5),
+    ]
+    median = median_round(rounds)
+    assert median.harness_pause_ms == 232.0  # the worst round's pause, whichever is shown
+
+    text = render(MACHINE, {}, {}, {"worker": median}, None, SETUP)
+    assert "paused at most 232.0 ms for garbage collection" in text
+    assert "pauses over 10 ms are counted in the latencies above" in text
+
+    quiet = render(MACHINE, {}, {}, {"worker": rounds[1]}, None, SETUP)
+    assert "paused at most 1.5 ms for garbage collection during a timed run." in quiet
+    assert "counted in the latencies" not in quiet
+
+
+def _imports_wave() -> tuple[int, bool]:
+    import wave  # noqa: F401 - a module nothing else here loads
+
+    return os.getpid(), "wave" in sys.modules
+
+
+def _refuses() -> None:
+    raise ValueError("no broker in the child")
+
+
+def test_a_child_process_returns_its_result_and_leaves_its_imports_behind() -> None:
+    assert "wave" not in sys.modules  # the premise: this process never loaded it
+
+    pid, loaded_there = bench.in_child_process(_imports_wave)
+
+    assert pid != os.getpid()
+    assert loaded_there
+    assert "wave" not in sys.modules
+    with pytest.raises(ValueError, match="no broker in the child"):
+        bench.in_child_process(_refuses)
+
+
+def _hold(pid: int | None, seconds: float) -> None:
+    """Keep a process off the CPU, as a busy host would."""
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(pid, signal.SIGCONT)
+
+
+def test_the_host_stall_probe_counts_a_stall_inside_the_timed_span_only() -> None:
+    with bench.HostStalls() as stalls:
+        _hold(stalls.pid, 0.4)  # before the span: not counted
+        time.sleep(0.05)
+        with stalls.timing():
+            _hold(stalls.pid, 0.15)
+            time.sleep(0.05)
+        _hold(stalls.pid, 0.4)  # after it: not counted either
+
+    assert 140 <= stalls.longest_ms < 390
+    assert stalls.total_ms >= stalls.longest_ms
