@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench.py [--rounds 3] [--windows 60000] [--bootstrap HOST:PORT]
         [--artifact artifacts/ecg] [--json PATH] [--markdown PATH] [--scaling] [--quick]
 
-What it does, in one process against one broker (its own, on free ports, unless
-``--bootstrap``):
+What it does, from one process (children only for the naive loop and the host-stall probe)
+against one broker (its own, on free ports, unless ``--bootstrap``):
 
 1. writes ``--windows`` JSON windows (the ECG5000 test split tiled, ``{"id", "values",
    "label"}``, about 2.6 KB each) once to an input topic of ``--partitions`` partitions;
