@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/bench.py [--rounds 3] [--windows 60000] [--bootstrap HOST:PORT]
         [--artifact artifacts/ecg] [--json PATH] [--markdown PATH] [--scaling] [--quick]
 
-What it does, from one process (children only for the naive loop and the host-stall probe)
-against one broker (its own, on free ports, unless ``--bootstrap``):
+What it does, from one process (the bare loops, the naive loop and the host-stall probe in
+child processes of their own, the workers as ``ecg-worker`` processes) against one broker
+(its own, on free ports, unless ``--bootstrap``):
 
 1. writes ``--windows`` JSON windows (the ECG5000 test split tiled, ``{"id", "values",
    "label"}``, about 2.6 KB each) once to an input topic of ``--partitions`` partitions;
 2. reads all of them with each runner, each with its own consumer group, ``--rounds`` times
    (runners take turns within a round; the best round of each is kept):
    - bare kafka-python / bare confluent-kafka: poll -> send each value unchanged -> flush ->
-     commit, in this process (the clients' own ceiling for the same work pattern);
+     commit, each in a child process (the clients' own ceiling for the same work pattern);
    - the worker on kafka-python / on confluent-kafka: a real ``ecg-worker`` process
      (``kafka.library`` in its config), timed through its ``/metrics``;
    a runner that never gets its partitions within ``--join-timeout-s`` is reported as a
@@ -53,7 +54,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -452,7 +452,7 @@ def render(
         pause_ms = max(lat.harness_pause_ms for lat in latency.values())
         out += [
             "",
-            "The bench process (the windows' producer, and the bare loop's host) paused at most "
+            "The bench process (the windows' producer) paused at most "
             f"{pause_ms:.1f} ms for garbage collection during a timed run"
             + (
                 f"; pauses over {HARNESS_PAUSE_LIMIT_MS} ms are counted in the latencies above."
@@ -1048,62 +1048,118 @@ def _read_appended(stream: Stream, topic: str, count: int, deadline_s: float) ->
     return appended
 
 
-@contextmanager
-def bare_loop_running(stream: Stream, out_topic: str) -> Iterator[None]:
-    """The bare kafka-python loop in a thread until the block ends; each output keeps its
-    input's key, so the reader can time it. Returns once the loop owns partitions."""
+def _kafka_python_producer(stream: Stream) -> Any:
+    """The bare kafka-python loop's producer."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
-    stop = threading.Event()
-    assigned = threading.Event()
-    failures: list[BaseException] = []
-    group = f"bench-lat-kp-{uuid.uuid4().hex[:8]}"
+    return KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5)
 
-    # A KafkaConsumer is not thread-safe: it is made, polled, asked for its assignment and
-    # closed in the loop's thread only; the main thread waits on ``assigned``.
-    def loop() -> None:
-        try:
-            consumer = input_consumer(stream, group)
-        except Exception as e:  # the main thread reports it
-            failures.append(e)
-            assigned.set()
-            return
-        try:
-            while not stop.is_set():
-                polled = consumer.poll(timeout_ms=50)
-                if not assigned.is_set() and consumer.assignment():
-                    assigned.set()
-                if not polled:
-                    continue
-                for records in polled.values():
-                    for r in records:
-                        producer.send(out_topic, value=r.value, key=r.key)
-                producer.flush()
-                consumer.commit()
-        except Exception as e:  # the main thread reports it when the run ends
-            failures.append(e)
-        finally:
-            consumer.close(autocommit=False)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
+def _bare_loop(
+    stream: Stream,
+    out_topic: str,
+    group: str,
+    stop: Any,
+    report: Any,
+    consumer_of: Callable[..., Any],
+    producer_of: Callable[[Stream], Any],
+) -> None:
+    """The bare kafka-python loop, in a child process of ``bare_loop_running``, until
+    ``stop`` is set. Sends ``("owns", "")`` once it owns partitions, and the failure that
+    ends it early, if any, as ``(what, why)``."""
     try:
-        joined = assigned.wait(stream.join_timeout_s)
-        if failures:
-            raise RuntimeError(f"the bare kafka-python loop could not start: {failures[0]}")
-        if not joined:
+        producer = producer_of(stream)
+        consumer = consumer_of(stream, group)
+    except Exception as e:
+        report.send(("could not start", str(e)))
+        return
+    owns = False
+    try:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=50)
+            if not owns and consumer.assignment():
+                owns = True
+                report.send(("owns", ""))
+            if not polled:
+                continue
+            for records in polled.values():
+                for r in records:
+                    producer.send(out_topic, value=r.value, key=r.key)
+            producer.flush()
+            consumer.commit()
+    except Exception as e:
+        report.send(("failed during the run", repr(e)))
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=5)
+
+
+def _received(receive: Any) -> tuple[str, str] | None:
+    """The next message from a child, if one is there (None once the child is gone)."""
+    try:
+        return receive.recv() if receive.poll() else None
+    except EOFError:
+        return None
+
+
+BARE_LOOP_PROCESS = "bare-kafka-python-loop"
+
+
+@contextmanager
+def bare_loop_running(
+    stream: Stream,
+    out_topic: str,
+    consumer_of: Callable[..., Any] = input_consumer,
+    producer_of: Callable[[Stream], Any] = _kafka_python_producer,
+) -> Iterator[Any]:
+    """The bare kafka-python loop in a process of its own (as each worker is, so that the
+    paced producer in this one never shares its GIL) until the block ends; each output
+    keeps its input's key, so the reader can time it. Returns once the loop owns
+    partitions, and gives the loop's process."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    receive, send = context.Pipe(duplex=False)
+    group = f"bench-lat-kp-{uuid.uuid4().hex[:8]}"
+    process = context.Process(
+        target=_bare_loop,
+        args=(stream, out_topic, group, stop, send, consumer_of, producer_of),
+        name=BARE_LOOP_PROCESS,
+        daemon=True,
+    )
+    process.start()
+    send.close()  # this end is the child's: a child that is gone then reads as EOF here
+    try:
+        multiprocessing.connection.wait([receive, process.sentinel], stream.join_timeout_s)
+        first = _received(receive)
+        if first is not None and first[0] == "could not start":
+            raise RuntimeError(f"the bare kafka-python loop could not start: {first[1]}")
+        if first is None and not process.is_alive():
+            process.join()
+            raise RuntimeError(
+                f"the bare kafka-python loop exited at start (exit code {process.exitcode})"
+            )
+        if first is None:
             raise RuntimeError(
                 f"the bare kafka-python loop got no partitions of {stream.topic} within "
                 f"{stream.join_timeout_s:.0f} s (a stalled group join)"
             )
-        yield
-        if failures:  # a loop that died mid-run fails its round, not a partial one
-            raise RuntimeError(f"the bare kafka-python loop failed during the run: {failures[0]!r}")
+        yield process
+        # A loop that died mid-run fails its round, not a partial one.
+        ended = _received(receive)
+        if ended is not None:
+            raise RuntimeError(f"the bare kafka-python loop failed during the run: {ended[1]}")
+        if not process.is_alive():
+            process.join()
+            raise RuntimeError(
+                f"the bare kafka-python loop exited during the run (exit code {process.exitcode})"
+            )
     finally:
         stop.set()
-        thread.join(timeout=10)
-        producer.close(timeout=5)
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        receive.close()
 
 
 @contextmanager
@@ -1385,7 +1441,8 @@ def _run(
         args.partitions,
     )
     runners: dict[str, Callable[[int], RunResult]] = {
-        "bare-kafka-python": lambda r: bare_kafka_python(stream),
+        # Each bare loop in a process of its own, as each worker is.
+        "bare-kafka-python": lambda r: in_child_process(bare_kafka_python, stream),
         "worker-kafka-python": lambda r: run_workers(
             "worker-kafka-python",
             1,
@@ -1396,7 +1453,7 @@ def _run(
             run_dir,
             args.profile if r == 0 else None,
         ),
-        "bare-confluent": lambda r: bare_confluent(stream),
+        "bare-confluent": lambda r: in_child_process(bare_confluent, stream),
         "worker-confluent": lambda r: run_workers(
             "worker-confluent",
             1,

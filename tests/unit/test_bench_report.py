@@ -3,10 +3,12 @@ runner results (the benchmark itself needs a broker and minutes, so it is not a 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -168,31 +170,34 @@ def test_a_failed_latency_round_is_shown_and_counts_as_the_worst() -> None:
 class _FakeProducer:
     """kafka-python's producer, as far as the bare loop uses it."""
 
-    def __init__(self, **_: object) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.sent.append(value)
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
 
     def flush(self) -> None: ...
 
     def close(self, timeout: float = 0) -> None: ...
 
 
+def _fake_producer(stream: Stream) -> _FakeProducer:
+    return _FakeProducer()
+
+
 class _FakeConsumer:
     """Owns a partition from the first poll unless ``joins`` is False; the poll after
-    ``fail_after`` raises."""
+    ``fail_after`` raises, or ends the process at once with ``exit_after``."""
 
-    def __init__(self, fail_after: int | None, joins: bool = True) -> None:
+    def __init__(
+        self, fail_after: int | None = None, joins: bool = True, exit_after: int | None = None
+    ) -> None:
         self.polls = 0
-        self.fail_after = fail_after
+        self.fail_after, self.exit_after = fail_after, exit_after
         self.joins = joins
-        self.closed = False
 
     def poll(self, timeout_ms: int) -> dict[str, list[object]]:
         self.polls += 1
         if self.fail_after is not None and self.polls > self.fail_after:
             raise OSError("connection reset by the broker")
+        if self.exit_after is not None and self.polls > self.exit_after:
+            os._exit(3)  # as a crash of the interpreter would: no message, no clean-up
         time.sleep(timeout_ms / 1000)
         return {}
 
@@ -201,75 +206,79 @@ class _FakeConsumer:
 
     def commit(self) -> None: ...
 
-    def close(self, autocommit: bool = True) -> None:
-        self.closed = True
+    def close(self, autocommit: bool = True) -> None: ...
 
 
-@pytest.fixture
-def fake_kafka_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kafka
-
-    monkeypatch.setattr(kafka, "KafkaProducer", _FakeProducer)
+# The bare loop runs in a spawned process: its clients are made there, from these.
+def _fake_consumer(stream: Stream, group: str, **kwargs: object) -> _FakeConsumer:
+    return _FakeConsumer(**kwargs)  # type: ignore[arg-type]
 
 
-def _stream() -> Stream:
-    return Stream("127.0.0.1:1", "windows", "out", 0, join_timeout_s=1.0, run_timeout_s=1.0)
+def _refuse(stream: Stream, group: str) -> object:
+    raise ValueError("bad bootstrap")
 
 
-def test_the_bare_loop_says_why_its_consumer_could_not_start(
-    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(stream: Stream, group: str, **_: object) -> object:
-        raise ValueError("bad bootstrap")
+def _stream(join_timeout_s: float = 1.0) -> Stream:
+    return Stream("127.0.0.1:1", "windows", "out", 0, join_timeout_s, run_timeout_s=1.0)
 
-    monkeypatch.setattr(bench, "input_consumer", refuse)
 
+def _bare_loop(consumer_of: object, join_timeout_s: float = 1.0) -> object:
+    return bench.bare_loop_running(
+        _stream(join_timeout_s), "out", consumer_of=consumer_of, producer_of=_fake_producer
+    )
+
+
+def _loops_alive() -> list[object]:
+    return [p for p in multiprocessing.active_children() if p.name == bench.BARE_LOOP_PROCESS]
+
+
+def test_the_bare_loop_says_why_its_consumer_could_not_start() -> None:
+    with pytest.raises(RuntimeError, match="could not start: bad bootstrap"), _bare_loop(_refuse):
+        pass
+    assert not _loops_alive()
+
+
+def test_a_bare_loop_that_crashes_at_start_is_reported_without_waiting_for_the_join() -> None:
+    started = time.monotonic()
     with (
-        pytest.raises(RuntimeError, match="could not start: bad bootstrap"),
-        bench.bare_loop_running(_stream(), "out"),
+        pytest.raises(RuntimeError, match=r"exited at start \(exit code 3\)"),
+        _bare_loop(partial(_fake_consumer, exit_after=0), join_timeout_s=60.0),
     ):
         pass
+    assert time.monotonic() - started < 30.0  # not the join timeout
 
 
-def test_a_bare_loop_that_dies_mid_run_fails_its_round(
-    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    consumer = _FakeConsumer(fail_after=2)
-    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
-
+def test_a_bare_loop_that_dies_mid_run_fails_its_round() -> None:
     with (
         pytest.raises(RuntimeError, match="failed during the run: OSError"),
-        bench.bare_loop_running(_stream(), "out"),
+        _bare_loop(partial(_fake_consumer, fail_after=2)) as process,
     ):
-        deadline = time.monotonic() + 5
-        while not consumer.closed and time.monotonic() < deadline:  # the loop has died
-            time.sleep(0.01)
-    assert consumer.polls == 3
+        process.join(10)  # the loop has died
+    assert not _loops_alive()
 
 
-def test_a_healthy_bare_loop_returns_once_it_owns_partitions(
-    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    consumer = _FakeConsumer(fail_after=None)
-    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
-
-    with bench.bare_loop_running(_stream(), "out"):
-        assert consumer.polls >= 1
-    assert consumer.closed
+def test_a_bare_loop_whose_process_ends_mid_run_fails_its_round() -> None:
+    with (
+        pytest.raises(RuntimeError, match=r"exited during the run \(exit code 3\)"),
+        _bare_loop(partial(_fake_consumer, exit_after=2)) as process,
+    ):
+        process.join(10)
 
 
-def test_a_bare_loop_that_never_owns_partitions_is_a_stalled_join(
-    fake_kafka_python: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    consumer = _FakeConsumer(fail_after=None, joins=False)
-    monkeypatch.setattr(bench, "input_consumer", lambda *a, **k: consumer)
+def test_a_healthy_bare_loop_returns_once_it_owns_partitions_and_stops_when_asked() -> None:
+    with _bare_loop(_fake_consumer) as process:
+        assert process.is_alive()
+    assert process.exitcode == 0  # it stopped when asked, it was not killed
+    assert not _loops_alive()
 
+
+def test_a_bare_loop_that_never_owns_partitions_is_a_stalled_join() -> None:
     with (
         pytest.raises(RuntimeError, match="no partitions of windows within 1 s"),
-        bench.bare_loop_running(_stream(), "out"),
+        _bare_loop(partial(_fake_consumer, joins=False)),
     ):
         pass
-    assert consumer.closed
+    assert not _loops_alive()
 
 
 class _Clock:
