@@ -366,7 +366,8 @@ def test_the_worker_with_a_wrong_password_exits_1_naming_the_cause(
     write_artifact_dir(artifact)
     # Both clients retry a failed login until the start-up budget is spent: a short one
     # keeps this test short; the exit and the message are the same with the default 20 s.
-    config = worker_config(setup, artifact, 0, kafka_library, startup_timeout_ms=5000)
+    budget_s = 5
+    config = worker_config(setup, artifact, 0, kafka_library, startup_timeout_ms=budget_s * 1000)
     result, seconds = run_tool(
         "ecg-worker",
         "--config",
@@ -374,7 +375,9 @@ def test_the_worker_with_a_wrong_password_exits_1_naming_the_cause(
         env={"ECG_SASL_PASSWORD": "wrong-password-123", "ECG_METRICS_PORT": "0"},
     )
     assert result.returncode == 1
-    assert seconds < FAIL_FAST_S + 5  # the config allows 5 s for start-up
+    # The budget is kept: it gives up after it, not after the default 20 s (10 s for the
+    # interpreter's start and the exit on a busy machine).
+    assert seconds < budget_s + 10
     assert "authentication failed" in result.stderr
     assert "wrong-password-123" not in result.stdout + result.stderr
 
